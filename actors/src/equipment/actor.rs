@@ -1,0 +1,227 @@
+//! The equipment actor: owns one machine's state, decides each command with the pure state
+//! machine and appends the event to JetStream before it answers. All I/O lives here; all
+//! rules live in [`super::state`].
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{debug, warn};
+
+use super::state::{Command, Decision, Equipment, Rejection, apply, decide};
+use crate::domain::EquipmentId;
+use crate::shard::ShardContext;
+use crate::store::{Loaded, StoreError};
+
+/// The answer to a command that was accepted (or recognised as a retry).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The resulting state (for a retry: the state the original command produced).
+    pub equipment: Equipment,
+    /// This was a retry of a command already applied; no event was written.
+    pub duplicate: bool,
+}
+
+/// Why a command got no outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// The state machine refused it; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// JetStream refused the append because someone else wrote first: this actor's view was
+    /// stale. Nothing was written; it is safe to retry (the actor reloads first).
+    #[error("stale writer fenced off; retry")]
+    Fenced,
+    /// The event store did not answer in time; the command may or may not have been
+    /// applied (a retry with the same idempotency key is safe).
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// The actor stopped before it answered (a panic, or passivation racing the command).
+    #[error("equipment actor stopped before answering")]
+    ActorStopped,
+    /// No shard on this node owns the equipment (cluster hand-off in progress).
+    #[error("shard not hosted here")]
+    NotHosted,
+    /// The command did not get an answer before its deadline.
+    #[error("timed out")]
+    TimedOut,
+}
+
+impl CommandError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Rejected(r) => r.code(),
+            CommandError::Fenced => "fenced",
+            CommandError::Unavailable(_) => "unavailable",
+            CommandError::ActorStopped => "actor_stopped",
+            CommandError::NotHosted => "not_hosted",
+            CommandError::TimedOut => "timed_out",
+        }
+    }
+
+    /// Whether a retry may succeed without the client changing anything.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, CommandError::Rejected(_))
+    }
+}
+
+/// Replies to a command.
+pub type CommandReply = RpcReplyPort<Result<Outcome, CommandError>>;
+
+/// Messages an equipment actor handles.
+pub enum EquipmentMsg {
+    /// Decide and persist a command.
+    Execute(Box<Command>, CommandReply),
+    /// The current state (`None`: never registered).
+    Get(RpcReplyPort<Result<Option<Equipment>, CommandError>>),
+    /// Panics inside the handler: lets tests prove that the supervisor restarts the actor
+    /// with its state intact. Not reachable from any public interface.
+    #[doc(hidden)]
+    Crash,
+}
+
+/// The equipment actor (state lives in [`EquipmentActorState`]).
+pub struct EquipmentActor;
+
+/// What the actor is started with.
+pub struct EquipmentArgs {
+    pub id: EquipmentId,
+    pub ctx: Arc<ShardContext>,
+}
+
+/// The actor's state: the machine's state is read lazily, on the first message, so that
+/// activation never blocks the shard supervisor on I/O.
+pub struct EquipmentActorState {
+    id: EquipmentId,
+    ctx: Arc<ShardContext>,
+    loaded: Option<Loaded>,
+}
+
+impl Actor for EquipmentActor {
+    type Msg = EquipmentMsg;
+    type State = EquipmentActorState;
+    type Arguments = EquipmentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: EquipmentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(EquipmentActorState {
+            id: args.id,
+            ctx: args.ctx,
+            loaded: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EquipmentMsg::Execute(command, reply) => {
+                let result = state.execute(*command).await;
+                let _ = reply.send(result);
+            }
+            EquipmentMsg::Get(reply) => {
+                let result = state
+                    .ensure_loaded()
+                    .await
+                    .map(|l| l.state.equipment.clone());
+                let _ = reply.send(result);
+            }
+            EquipmentMsg::Crash => panic!("crash requested for equipment {}", state.id),
+        }
+        Ok(())
+    }
+}
+
+impl EquipmentActorState {
+    async fn ensure_loaded(&mut self) -> Result<&Loaded, CommandError> {
+        if self.loaded.is_none() {
+            let loaded = self
+                .ctx
+                .store
+                .load(&self.id)
+                .await
+                .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+            debug!(equipment_id = %self.id, last_seq = loaded.last_seq, "state loaded");
+            self.loaded = Some(loaded);
+        }
+        Ok(self.loaded.as_ref().expect("loaded just above"))
+    }
+
+    async fn execute(&mut self, command: Command) -> Result<Outcome, CommandError> {
+        self.ensure_loaded().await?;
+        let loaded = self.loaded.as_ref().expect("loaded just above");
+        // Per-equipment server time never goes backwards, even if the host clock does.
+        let now = match &loaded.state.equipment {
+            Some(e) => Utc::now().max(e.updated_at),
+            None => Utc::now(),
+        };
+        let decision = decide(&loaded.state, &command, now, &self.ctx.rules)?;
+        let last_seq = loaded.last_seq;
+        let current = loaded.state.equipment.clone();
+        match decision {
+            Decision::Duplicate { version, seq } => {
+                let equipment = match current {
+                    Some(e) if e.version == version => e,
+                    _ => self.event_state_at(seq).await?,
+                };
+                Ok(Outcome {
+                    equipment,
+                    duplicate: true,
+                })
+            }
+            Decision::Append(event) => {
+                match self.ctx.store.append(&event, last_seq).await {
+                    Ok(appended) if !appended.duplicate => {
+                        let previous = self.loaded.take().map(|l| l.state).unwrap_or_default();
+                        self.loaded = Some(Loaded {
+                            state: apply(previous, &event, appended.seq),
+                            last_seq: appended.seq,
+                        });
+                        self.ctx.notify(&event);
+                        Ok(Outcome {
+                            equipment: event.state,
+                            duplicate: false,
+                        })
+                    }
+                    Ok(appended) => {
+                        // JetStream knew the message id although our state did not: our
+                        // view is stale. Answer with the original event and reload next time.
+                        self.loaded = None;
+                        let equipment = self.event_state_at(appended.seq).await?;
+                        Ok(Outcome {
+                            equipment,
+                            duplicate: true,
+                        })
+                    }
+                    Err(StoreError::Fenced) => {
+                        warn!(equipment_id = %self.id, last_seq, "append fenced: stale state dropped");
+                        metrics::counter!("eq_fenced_appends_total").increment(1);
+                        self.loaded = None;
+                        Err(CommandError::Fenced)
+                    }
+                    Err(e) => {
+                        // The append may have landed: forget what we think we know.
+                        self.loaded = None;
+                        Err(CommandError::Unavailable(e.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn event_state_at(&self, seq: u64) -> Result<Equipment, CommandError> {
+        self.ctx
+            .store
+            .event_at(seq)
+            .await
+            .map(|e| e.state)
+            .map_err(|e| CommandError::Unavailable(e.to_string()))
+    }
+}

@@ -1,0 +1,14 @@
+//! One equipment: the pure state machine ([`state`]) and the actor that does its I/O
+//! ([`actor`]).
+
+pub mod actor;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use actor::{CommandError, EquipmentActor, EquipmentMsg, Outcome};
+pub use state::{
+    Action, Command, Decision, Equipment, EquipmentState, Event, EventKind, MetadataPatch,
+    Registration, Rejection, Rules, StatusChange, apply, decide,
+};

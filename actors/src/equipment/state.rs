@@ -1,0 +1,408 @@
+//! The pure equipment state machine: `decide(state, command) -> Decision | Rejection` and
+//! `apply(state, event) -> state`. No I/O and no clock reads here: the actor passes `now` in,
+//! so every rule is unit-tested without NATS.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{EquipmentId, Line, ReasonCode, Site, Source, Status, Version, fnv1a64};
+
+/// How many recent idempotency keys each equipment remembers (in its events, so they survive
+/// restarts and hand-offs; JetStream's `Nats-Msg-Id` window backs this up cluster-wide).
+pub const RECENT_COMMANDS: usize = 8;
+
+/// The full state of one equipment, as carried by every event and returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Equipment {
+    pub id: EquipmentId,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub site: Site,
+    pub line: Line,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReasonCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who made the last change (person or device id).
+    pub updated_by: String,
+    /// Where the last change came from.
+    pub source: Source,
+    /// Server time at which the current status began (a re-sent identical status keeps it).
+    pub status_since: DateTime<Utc>,
+    /// The client's clock for the last status change (may be wrong; see `clock_suspect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The client's `occurred_at` was implausibly far from the server clock.
+    #[serde(default)]
+    pub clock_suspect: bool,
+    pub version: Version,
+    #[serde(default)]
+    pub decommissioned: bool,
+    pub registered_at: DateTime<Utc>,
+    /// Server time of the last accepted event.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One remembered idempotency key: the version it produced and the stream sequence of that
+/// event (0 while it is the event being written: the reader fills it in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentCommand {
+    pub key: String,
+    pub fingerprint: u64,
+    pub version: Version,
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// What the actor holds: the equipment (if registered) and its recent idempotency keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EquipmentState {
+    pub equipment: Option<Equipment>,
+    pub recent: Vec<RecentCommand>,
+}
+
+/// Kinds of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Registered,
+    MetadataUpdated,
+    StatusChanged,
+    Decommissioned,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::MetadataUpdated => "metadata_updated",
+            EventKind::StatusChanged => "status_changed",
+            EventKind::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// A persisted event: what happened, and the full resulting state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    pub equipment_id: EquipmentId,
+    pub version: Version,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Status before this event (status changes only), for consumers that want transitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<Status>,
+    pub state: Equipment,
+    /// Recent idempotency keys, so a reloaded actor still recognises retries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_commands: Vec<RecentCommand>,
+}
+
+/// Registration data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub description: String,
+    pub site: Site,
+    pub line: Line,
+    pub tags: Vec<String>,
+    pub status: Status,
+}
+
+/// A metadata change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetadataPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub site: Option<Site>,
+    pub line: Option<Line>,
+    pub tags: Option<Vec<String>>,
+}
+
+impl MetadataPatch {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.description.is_none()
+            && self.site.is_none()
+            && self.line.is_none()
+            && self.tags.is_none()
+    }
+}
+
+/// A status change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: Status,
+    pub reason: Option<ReasonCode>,
+    pub note: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// What a command asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    Register(Registration),
+    UpdateMetadata(MetadataPatch),
+    Decommission,
+    SetStatus(StatusChange),
+}
+
+/// A command to one equipment, already validated at the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// The equipment this command is addressed to.
+    pub equipment_id: EquipmentId,
+    pub action: Action,
+    /// Idempotency key (HTTP `Idempotency-Key`, NATS `command_id`).
+    pub command_id: Option<String>,
+    /// Optimistic concurrency (HTTP `If-Match`).
+    pub expected_version: Option<Version>,
+    pub updated_by: String,
+    pub source: Source,
+}
+
+impl Command {
+    /// A stable fingerprint of what the command asks, to tell a retry from a reused key.
+    pub fn fingerprint(&self) -> u64 {
+        let bytes = serde_json::to_vec(&self.action).unwrap_or_default();
+        fnv1a64(&bytes)
+    }
+}
+
+/// Business rules that vary per installation.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Sites where a red status must carry a reason code.
+    pub sites_requiring_red_reason: Vec<String>,
+    /// A client clock further ahead than this is suspect.
+    pub max_clock_ahead: Duration,
+    /// A client clock further behind than this is suspect.
+    pub max_clock_behind: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            sites_requiring_red_reason: Vec::new(),
+            max_clock_ahead: Duration::minutes(5),
+            max_clock_behind: Duration::hours(24),
+        }
+    }
+}
+
+/// Why a command was refused. Each maps to one HTTP status and one NATS error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("equipment not found")]
+    NotFound,
+    #[error("equipment already exists")]
+    AlreadyExists,
+    #[error("equipment is decommissioned")]
+    Decommissioned,
+    #[error("version mismatch: expected {expected}, current {current}")]
+    VersionMismatch { expected: Version, current: Version },
+    #[error("a red status at this site requires a reason")]
+    ReasonRequired,
+    #[error("the update changes nothing")]
+    EmptyUpdate,
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+}
+
+impl Rejection {
+    /// A stable machine-readable code (NATS error replies, problem `code`, metric label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::NotFound => "not_found",
+            Rejection::AlreadyExists => "already_exists",
+            Rejection::Decommissioned => "decommissioned",
+            Rejection::VersionMismatch { .. } => "version_mismatch",
+            Rejection::ReasonRequired => "reason_required",
+            Rejection::EmptyUpdate => "empty_update",
+            Rejection::IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+}
+
+/// What `decide` concluded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Append this event.
+    Append(Box<Event>),
+    /// The command is a retry of one already applied: answer with that result.
+    Duplicate { version: Version, seq: u64 },
+}
+
+/// Decides what a command does to a state, without side effects.
+pub fn decide(
+    state: &EquipmentState,
+    command: &Command,
+    now: DateTime<Utc>,
+    rules: &Rules,
+) -> Result<Decision, Rejection> {
+    if let Some(key) = &command.command_id
+        && let Some(seen) = state.recent.iter().find(|r| &r.key == key)
+    {
+        if seen.fingerprint != command.fingerprint() {
+            return Err(Rejection::IdempotencyKeyReused);
+        }
+        return Ok(Decision::Duplicate {
+            version: seen.version,
+            seq: seen.seq,
+        });
+    }
+
+    let current = state.equipment.as_ref();
+    if let Some(expected) = command.expected_version {
+        let actual = current.map_or(Version(0), |e| e.version);
+        if expected != actual {
+            return Err(match current {
+                None => Rejection::NotFound,
+                Some(_) => Rejection::VersionMismatch {
+                    expected,
+                    current: actual,
+                },
+            });
+        }
+    }
+
+    let (kind, previous_status, next) = match (&command.action, current) {
+        (Action::Register(reg), None) => {
+            let equipment = Equipment {
+                id: command.equipment_id.clone(),
+                name: reg.name.clone(),
+                description: reg.description.clone(),
+                site: reg.site.clone(),
+                line: reg.line.clone(),
+                tags: reg.tags.clone(),
+                status: reg.status,
+                reason: None,
+                note: None,
+                updated_by: command.updated_by.clone(),
+                source: command.source,
+                status_since: now,
+                occurred_at: None,
+                clock_suspect: false,
+                version: Version(1),
+                decommissioned: false,
+                registered_at: now,
+                updated_at: now,
+            };
+            (EventKind::Registered, None, equipment)
+        }
+        (Action::Register(_), Some(_)) => return Err(Rejection::AlreadyExists),
+        (_, None) => return Err(Rejection::NotFound),
+        (_, Some(e)) if e.decommissioned => return Err(Rejection::Decommissioned),
+        (Action::UpdateMetadata(patch), Some(e)) => {
+            if patch.is_empty() {
+                return Err(Rejection::EmptyUpdate);
+            }
+            let mut next = e.clone();
+            if let Some(name) = &patch.name {
+                next.name = name.clone();
+            }
+            if let Some(description) = &patch.description {
+                next.description = description.clone();
+            }
+            if let Some(site) = &patch.site {
+                next.site = site.clone();
+            }
+            if let Some(line) = &patch.line {
+                next.line = line.clone();
+            }
+            if let Some(tags) = &patch.tags {
+                next.tags = tags.clone();
+            }
+            (EventKind::MetadataUpdated, None, touch(next, command, now))
+        }
+        (Action::Decommission, Some(e)) => {
+            let mut next = e.clone();
+            next.decommissioned = true;
+            (EventKind::Decommissioned, None, touch(next, command, now))
+        }
+        (Action::SetStatus(change), Some(e)) => {
+            if change.status == Status::Red
+                && change.reason.is_none()
+                && rules
+                    .sites_requiring_red_reason
+                    .iter()
+                    .any(|s| s == e.site.as_str())
+            {
+                return Err(Rejection::ReasonRequired);
+            }
+            let mut next = e.clone();
+            if next.status != change.status {
+                next.status_since = now;
+            }
+            next.status = change.status;
+            next.reason = change.reason.clone();
+            next.note = change.note.clone();
+            next.occurred_at = change.occurred_at;
+            next.clock_suspect = change.occurred_at.is_some_and(|t| {
+                t > now + rules.max_clock_ahead || t < now - rules.max_clock_behind
+            });
+            (
+                EventKind::StatusChanged,
+                Some(e.status),
+                touch(next, command, now),
+            )
+        }
+    };
+
+    let version = current.map_or(Version(1), |e| e.version.next());
+    let mut next = next;
+    next.version = version;
+    let mut recent = state.recent.clone();
+    if let Some(key) = &command.command_id {
+        recent.push(RecentCommand {
+            key: key.clone(),
+            fingerprint: command.fingerprint(),
+            version,
+            seq: 0,
+        });
+        if recent.len() > RECENT_COMMANDS {
+            recent.remove(0);
+        }
+    }
+    Ok(Decision::Append(Box::new(Event {
+        kind,
+        equipment_id: next.id.clone(),
+        version,
+        recorded_at: now,
+        command_id: command.command_id.clone(),
+        previous_status,
+        state: next,
+        recent_commands: recent,
+    })))
+}
+
+/// Stamps who changed it and when.
+fn touch(mut next: Equipment, command: &Command, now: DateTime<Utc>) -> Equipment {
+    next.updated_by = command.updated_by.clone();
+    next.source = command.source;
+    next.updated_at = now;
+    next
+}
+
+/// Applies an event to a state. `seq` is the event's stream sequence, recorded for the
+/// idempotency entry that this event itself introduced.
+pub fn apply(state: EquipmentState, event: &Event, seq: u64) -> EquipmentState {
+    let mut recent = event.recent_commands.clone();
+    for r in recent.iter_mut() {
+        if r.seq == 0 && r.version == event.version {
+            r.seq = seq;
+        }
+    }
+    drop(state);
+    EquipmentState {
+        equipment: Some(event.state.clone()),
+        recent,
+    }
+}

@@ -1,0 +1,326 @@
+//! Unit tests of the pure state machine: every accepted command and every rejection.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::state::*;
+use crate::domain::{EquipmentId, Line, ReasonCode, Site, Source, Status, Version};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, 8, 0, 0).unwrap()
+}
+
+fn id() -> EquipmentId {
+    EquipmentId::parse("press-1").unwrap()
+}
+
+fn command(action: Action) -> Command {
+    Command {
+        equipment_id: id(),
+        action,
+        command_id: None,
+        expected_version: None,
+        updated_by: "alice".into(),
+        source: Source::Api,
+    }
+}
+
+fn register() -> Command {
+    command(Action::Register(Registration {
+        name: "Press 1".into(),
+        description: String::new(),
+        site: Site::parse("plant-a").unwrap(),
+        line: Line::parse("line-1").unwrap(),
+        tags: vec!["press".into()],
+        status: Status::Yellow,
+    }))
+}
+
+fn set_status(status: Status) -> Command {
+    command(Action::SetStatus(StatusChange {
+        status,
+        reason: None,
+        note: None,
+        occurred_at: None,
+    }))
+}
+
+/// Decides and applies, panicking on a rejection.
+fn step(state: EquipmentState, cmd: &Command, at: DateTime<Utc>) -> EquipmentState {
+    match decide(&state, cmd, at, &Rules::default()).expect("accepted") {
+        Decision::Append(event) => apply(state, &event, event.version.0 * 10),
+        Decision::Duplicate { .. } => state,
+    }
+}
+
+fn registered() -> EquipmentState {
+    step(EquipmentState::default(), &register(), now())
+}
+
+fn rejection(state: &EquipmentState, cmd: &Command, rules: &Rules) -> Rejection {
+    decide(state, cmd, now(), rules).expect_err("must be refused")
+}
+
+#[test]
+fn register_creates_version_one_with_initial_status() {
+    let state = registered();
+    let e = state.equipment.unwrap();
+    assert_eq!(e.version, Version(1));
+    assert_eq!(e.status, Status::Yellow);
+    assert_eq!(e.id, id());
+    assert_eq!(e.registered_at, now());
+}
+
+#[test]
+fn each_status_change_grows_the_version_by_one() {
+    let mut state = registered();
+    for (i, status) in [Status::Green, Status::Red, Status::Green]
+        .into_iter()
+        .enumerate()
+    {
+        state = step(
+            state,
+            &set_status(status),
+            now() + Duration::seconds(i as i64 + 1),
+        );
+        assert_eq!(
+            state.equipment.as_ref().unwrap().version,
+            Version(i as u64 + 2)
+        );
+        assert_eq!(state.equipment.as_ref().unwrap().status, status);
+    }
+}
+
+#[test]
+fn status_since_only_moves_when_the_status_changes() {
+    let state = step(
+        registered(),
+        &set_status(Status::Green),
+        now() + Duration::seconds(10),
+    );
+    let since = state.equipment.as_ref().unwrap().status_since;
+    let state = step(
+        state,
+        &set_status(Status::Green),
+        now() + Duration::seconds(20),
+    );
+    assert_eq!(state.equipment.as_ref().unwrap().status_since, since);
+    let state = step(
+        state,
+        &set_status(Status::Red),
+        now() + Duration::seconds(30),
+    );
+    assert_eq!(
+        state.equipment.as_ref().unwrap().status_since,
+        now() + Duration::seconds(30)
+    );
+}
+
+#[test]
+fn status_change_event_records_previous_status() {
+    let state = registered();
+    let Decision::Append(event) =
+        decide(&state, &set_status(Status::Red), now(), &Rules::default()).unwrap()
+    else {
+        panic!("expected an event")
+    };
+    assert_eq!(event.kind, EventKind::StatusChanged);
+    assert_eq!(event.previous_status, Some(Status::Yellow));
+    assert_eq!(event.state.version, event.version);
+}
+
+#[test]
+fn metadata_update_changes_only_given_fields() {
+    let patch = MetadataPatch {
+        name: Some("Press One".into()),
+        line: Some(Line::parse("line-2").unwrap()),
+        ..Default::default()
+    };
+    let state = step(registered(), &command(Action::UpdateMetadata(patch)), now());
+    let e = state.equipment.unwrap();
+    assert_eq!(e.name, "Press One");
+    assert_eq!(e.line.as_str(), "line-2");
+    assert_eq!(e.site.as_str(), "plant-a");
+    assert_eq!(e.tags, vec!["press".to_string()]);
+    assert_eq!(e.version, Version(2));
+}
+
+#[test]
+fn clock_suspect_is_flagged_for_far_past_and_future() {
+    for (offset, suspect) in [
+        (Duration::days(-365 * 27), true),
+        (Duration::days(365), true),
+        (Duration::minutes(-3), false),
+        (Duration::minutes(2), false),
+    ] {
+        let mut cmd = set_status(Status::Red);
+        if let Action::SetStatus(change) = &mut cmd.action {
+            change.occurred_at = Some(now() + offset);
+        }
+        let state = step(registered(), &cmd, now());
+        assert_eq!(
+            state.equipment.unwrap().clock_suspect,
+            suspect,
+            "offset {offset}"
+        );
+    }
+}
+
+#[test]
+fn rejects_commands_to_unknown_equipment() {
+    let empty = EquipmentState::default();
+    for cmd in [
+        set_status(Status::Green),
+        command(Action::Decommission),
+        command(Action::UpdateMetadata(MetadataPatch {
+            name: Some("x".into()),
+            ..Default::default()
+        })),
+    ] {
+        assert_eq!(
+            rejection(&empty, &cmd, &Rules::default()),
+            Rejection::NotFound
+        );
+    }
+}
+
+#[test]
+fn rejects_a_second_registration() {
+    assert_eq!(
+        rejection(&registered(), &register(), &Rules::default()),
+        Rejection::AlreadyExists
+    );
+}
+
+#[test]
+fn rejects_everything_after_decommission() {
+    let state = step(registered(), &command(Action::Decommission), now());
+    assert!(state.equipment.as_ref().unwrap().decommissioned);
+    for cmd in [set_status(Status::Green), command(Action::Decommission)] {
+        assert_eq!(
+            rejection(&state, &cmd, &Rules::default()),
+            Rejection::Decommissioned
+        );
+    }
+    assert_eq!(
+        rejection(&state, &register(), &Rules::default()),
+        Rejection::AlreadyExists
+    );
+}
+
+#[test]
+fn rejects_a_stale_expected_version() {
+    let mut cmd = set_status(Status::Green);
+    cmd.expected_version = Some(Version(7));
+    assert_eq!(
+        rejection(&registered(), &cmd, &Rules::default()),
+        Rejection::VersionMismatch {
+            expected: Version(7),
+            current: Version(1)
+        }
+    );
+    cmd.expected_version = Some(Version(1));
+    assert!(decide(&registered(), &cmd, now(), &Rules::default()).is_ok());
+}
+
+#[test]
+fn rejects_red_without_reason_where_the_site_requires_one() {
+    let rules = Rules {
+        sites_requiring_red_reason: vec!["plant-a".into()],
+        ..Rules::default()
+    };
+    assert_eq!(
+        rejection(&registered(), &set_status(Status::Red), &rules),
+        Rejection::ReasonRequired
+    );
+    let mut with_reason = set_status(Status::Red);
+    if let Action::SetStatus(change) = &mut with_reason.action {
+        change.reason = Some(ReasonCode::parse("jam").unwrap());
+    }
+    assert!(decide(&registered(), &with_reason, now(), &rules).is_ok());
+    // Other sites, and other statuses, need no reason.
+    assert!(decide(&registered(), &set_status(Status::Yellow), now(), &rules).is_ok());
+}
+
+#[test]
+fn rejects_an_empty_metadata_update() {
+    assert_eq!(
+        rejection(
+            &registered(),
+            &command(Action::UpdateMetadata(MetadataPatch::default())),
+            &Rules::default()
+        ),
+        Rejection::EmptyUpdate
+    );
+}
+
+#[test]
+fn a_retried_command_is_a_duplicate_with_the_original_version() {
+    let mut cmd = set_status(Status::Red);
+    cmd.command_id = Some("k-1".into());
+    let state = step(registered(), &cmd, now());
+    let state = step(state, &set_status(Status::Green), now());
+    match decide(&state, &cmd, now(), &Rules::default()).unwrap() {
+        Decision::Duplicate { version, seq } => {
+            assert_eq!(version, Version(2));
+            assert_eq!(seq, 20, "the sequence of the original event is remembered");
+        }
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reused_key_with_another_request_is_refused() {
+    let mut cmd = set_status(Status::Red);
+    cmd.command_id = Some("k-1".into());
+    let state = step(registered(), &cmd, now());
+    let mut other = set_status(Status::Green);
+    other.command_id = Some("k-1".into());
+    assert_eq!(
+        rejection(&state, &other, &Rules::default()),
+        Rejection::IdempotencyKeyReused
+    );
+}
+
+#[test]
+fn recent_keys_are_bounded_and_survive_a_reload_from_the_last_event() {
+    let mut state = registered();
+    let mut last_event = None;
+    for i in 0..(RECENT_COMMANDS + 3) {
+        let mut cmd = set_status(Status::Green);
+        cmd.command_id = Some(format!("k-{i}"));
+        let Decision::Append(event) = decide(&state, &cmd, now(), &Rules::default()).unwrap()
+        else {
+            panic!()
+        };
+        state = apply(state, &event, 100 + i as u64);
+        last_event = Some(event);
+    }
+    assert_eq!(state.recent.len(), RECENT_COMMANDS);
+    // A fresh actor reads back only the last event and still knows the recent keys.
+    let event = last_event.unwrap();
+    let reloaded = apply(
+        EquipmentState::default(),
+        &event,
+        100 + RECENT_COMMANDS as u64 + 2,
+    );
+    assert_eq!(reloaded.recent, state.recent);
+    let mut retry = set_status(Status::Green);
+    retry.command_id = Some(format!("k-{}", RECENT_COMMANDS + 1));
+    assert!(matches!(
+        decide(&reloaded, &retry, now(), &Rules::default()).unwrap(),
+        Decision::Duplicate { .. }
+    ));
+}
+
+#[test]
+fn events_round_trip_through_json() {
+    let state = registered();
+    let Decision::Append(event) =
+        decide(&state, &set_status(Status::Red), now(), &Rules::default()).unwrap()
+    else {
+        panic!()
+    };
+    let json = serde_json::to_vec(&event).unwrap();
+    let back: Event = serde_json::from_slice(&json).unwrap();
+    assert_eq!(&back, event.as_ref());
+}

@@ -1,0 +1,166 @@
+//! The event store: JetStream stream `EQ_EVENTS`. Appends are fenced with
+//! `Nats-Expected-Last-Subject-Sequence`, so a stale writer is refused by JetStream itself;
+//! reads are direct gets of a subject's last message.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{DirectGetErrorKind, Stream},
+};
+use bytes::Bytes;
+
+use crate::domain::EquipmentId;
+use crate::equipment::state::{EquipmentState, Event, apply};
+use crate::subjects::Subjects;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to this equipment since we read it: we are not (or no
+    /// longer) the only writer.
+    #[error("fenced: the equipment's last sequence moved")]
+    Fenced,
+    /// JetStream did not answer or refused for another reason; the outcome of an append
+    /// is unknown.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event did not decode.
+    #[error("corrupt event at sequence {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub seq: u64,
+    /// JetStream recognised the `Nats-Msg-Id` and stored nothing new.
+    pub duplicate: bool,
+}
+
+/// A state read back from the stream, with the sequence of its last event (0 if none).
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub state: EquipmentState,
+    pub last_seq: u64,
+}
+
+/// JetStream-backed event store, cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    js: jetstream::Context,
+    stream: Stream,
+    subjects: Subjects,
+}
+
+impl EventStore {
+    /// Creates (or updates) the events stream and returns a store over it.
+    pub async fn open(
+        js: jetstream::Context,
+        subjects: Subjects,
+        replicas: usize,
+    ) -> Result<Self, StoreError> {
+        let config = subjects.events_stream_config(replicas);
+        let stream = match js.get_stream(subjects.events_stream()).await {
+            Ok(stream) => stream,
+            Err(_) => js
+                .get_or_create_stream(config)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        };
+        Ok(Self {
+            js,
+            stream,
+            subjects,
+        })
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Reads an equipment's state from its last event.
+    pub async fn load(&self, id: &EquipmentId) -> Result<Loaded, StoreError> {
+        match self
+            .stream
+            .direct_get_last_for_subject(self.subjects.events(id))
+            .await
+        {
+            Ok(message) => {
+                let event = decode(message.sequence, &message.payload)?;
+                Ok(Loaded {
+                    state: apply(EquipmentState::default(), &event, message.sequence),
+                    last_seq: message.sequence,
+                })
+            }
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(Loaded::default()),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Reads the event at a stream sequence.
+    pub async fn event_at(&self, seq: u64) -> Result<Event, StoreError> {
+        let message = self
+            .stream
+            .direct_get(seq)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        decode(seq, &message.payload)
+    }
+
+    /// Appends an event, fenced on the subject's last sequence, deduplicated on the
+    /// command id. Answers only once JetStream acknowledged (stored, on a quorum).
+    pub async fn append(
+        &self,
+        event: &Event,
+        expected_last_seq: u64,
+    ) -> Result<Appended, StoreError> {
+        let payload = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
+            seq: 0,
+            reason: e.to_string(),
+        })?;
+        let mut message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .expected_last_subject_sequence(expected_last_seq);
+        if let Some(key) = &event.command_id {
+            message = message.message_id(format!("{}:{}", event.equipment_id, key));
+        }
+        let ack_future = self
+            .js
+            .send_publish(self.subjects.events(&event.equipment_id), message)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match ack_future.await {
+            Ok(ack) => Ok(Appended {
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
+                Err(StoreError::Fenced)
+            }
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Checks that JetStream answers (used by readiness).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.js.query_account()).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Decodes an event payload.
+pub fn decode(seq: u64, payload: &[u8]) -> Result<Event, StoreError> {
+    serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+        seq,
+        reason: e.to_string(),
+    })
+}
