@@ -1,1 +1,16 @@
-//! placeholder
+//! Append-only schema migrations of the history database. They run at node start-up on
+//! SQLite and PostgreSQL alike; never edit a released migration, add a new file.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261130_000001_history;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261130_000001_history::Migration)]
+    }
+}

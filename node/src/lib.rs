@@ -1,1 +1,187 @@
-//! placeholder
+//! The Equipment Live node: one binary that runs the HTTP gateway, hosts shards of
+//! equipment actors, listens to devices and writes the history, each switchable by
+//! configuration. [`run`] is the entry point that `main.rs` and in-process tests call.
+
+pub mod config;
+pub mod dev;
+pub mod devices;
+pub mod gateway;
+pub mod history;
+pub mod live;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream;
+use eq_actors::equipment::Rules;
+use eq_actors::shard::{ShardContext, ShardHost, ShardHostConfig};
+use eq_actors::store::EventStore;
+use eq_actors::subjects::Subjects;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::NodeConfig;
+
+/// Runs a node until `shutdown` is cancelled, then drains: stops taking requests, lets
+/// in-flight commands finish, stops the actors.
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(config, shutdown, |_| async { Ok(()) }).await
+}
+
+/// Like [`run`], with a hook that runs once the node is up (e.g. demo registration).
+pub async fn run_with<F, Fut>(config: NodeConfig, shutdown: CancellationToken, on_started: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<ShardHost>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let node_id = config.node_id();
+    let metrics = telemetry::metrics();
+    let subjects = Subjects::new(&config.prefix);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("equipment-live {node_id}"))
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(config.nats_url.as_str())
+        .await
+        .context("connecting to NATS")?;
+    let js = jetstream::new(client.clone());
+    let store = open_store_with_retry(&js, &subjects, config.replicas, &shutdown).await?;
+
+    let db = if config.gateway || config.history {
+        Some(connect_db_with_retry(&config.database_url(), &shutdown).await?)
+    } else {
+        None
+    };
+
+    let live = live::LivePublisher::start(client.clone(), subjects.clone());
+    let ctx = Arc::new(ShardContext {
+        store: store.clone(),
+        rules: Rules {
+            sites_requiring_red_reason: config.red_reason_sites.clone(),
+            ..Rules::default()
+        },
+        listener: Some(live.listener()),
+    });
+    let shards = ShardHost::new(
+        ShardHostConfig {
+            shard_count: config.shards,
+            idle_timeout: config.idle_timeout(),
+            ..ShardHostConfig::default()
+        },
+        ctx,
+    );
+    shards.host_all().await.map_err(|e| anyhow::anyhow!("starting shards: {e}"))?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = shutdown.child_token();
+    if config.history
+        && let Some(db) = db.clone()
+    {
+        tasks.spawn(history::consumer::run(js.clone(), subjects.clone(), db, workers.clone()));
+    }
+    if config.devices {
+        let (client, subjects, shards, token) =
+            (client.clone(), subjects.clone(), shards.clone(), workers.clone());
+        tasks.spawn(async move {
+            if let Err(error) = devices::run(client, subjects, shards, token).await {
+                warn!(%error, "device listener stopped");
+            }
+        });
+    }
+
+    let state = Arc::new(gateway::AppState {
+        shards: shards.clone(),
+        store,
+        db,
+        nats: client.clone(),
+        metrics,
+        draining: AtomicBool::new(false),
+        node_id: node_id.clone(),
+    });
+    let http_stopped = CancellationToken::new();
+    if config.gateway {
+        let app = gateway::app(
+            state.clone(),
+            &gateway::GatewayConfig {
+                max_body_bytes: config.max_body_bytes,
+            },
+        );
+        let listener = poem::listener::TcpListener::bind(config.http_addr);
+        let stop = shutdown.clone();
+        let done = http_stopped.clone();
+        let addr = config.http_addr;
+        tasks.spawn(async move {
+            info!(%addr, "HTTP gateway listening");
+            if let Err(error) = poem::Server::new(listener)
+                .run_with_graceful_shutdown(app, stop.cancelled(), Some(Duration::from_secs(10)))
+                .await
+            {
+                warn!(%error, "HTTP server stopped");
+            }
+            done.cancel();
+        });
+    } else {
+        http_stopped.cancel();
+    }
+
+    on_started(shards.clone()).await?;
+    info!(node = %node_id, nats = %config.nats_url, shards = config.shards, "node ready");
+
+    shutdown.cancelled().await;
+    info!("shutting down: draining");
+    state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The HTTP server finishes in-flight requests (and with them their commands) first.
+    http_stopped.cancelled().await;
+    workers.cancel();
+    while tasks.join_next().await.is_some() {}
+    shards.release_all();
+    live.flush().await;
+    let _ = client.flush().await;
+    info!("node stopped");
+    Ok(())
+}
+
+async fn open_store_with_retry(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<EventStore> {
+    loop {
+        match EventStore::open(js.clone(), subjects.clone(), replicas).await {
+            Ok(store) => return Ok(store),
+            Err(error) => {
+                warn!(%error, "event stream not available yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down before NATS was available"),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn connect_db_with_retry(
+    url: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    loop {
+        match history::connect(url).await {
+            Ok(db) => return Ok(db),
+            Err(error) => {
+                warn!(%error, "history database not available yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down before the database was available"),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,97 @@
-fn main() {}
+//! `equipment-live`: runs a node, a development node with its own nats-server, or prints
+//! the OpenAPI spec.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use eq_node::{NodeConfig, dev, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "equipment-live", version, about = "Live status of every machine on a factory floor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    node: NodeConfig,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node against an existing NATS (the default).
+    Run,
+    /// Run one node with its own nats-server child and SQLite under the data dir.
+    Dev {
+        /// Port of the node's own nats-server (devices and dashboards connect here).
+        #[arg(long, env = "EQ_DEV_NATS_PORT", default_value_t = 14222)]
+        nats_port: u16,
+        /// fsync every JetStream write (`sync_interval: always`).
+        #[arg(long)]
+        sync_always: bool,
+        /// Register the demo brick machines.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Write the OpenAPI spec (to stdout, or to a file).
+    Openapi {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.node.log_format);
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Run => eq_node::run(cli.node, shutdown).await,
+        Cmd::Dev {
+            nats_port,
+            sync_always,
+            demo,
+        } => {
+            let mut config = cli.node;
+            let nats = dev::NatsChild::start(&config.data_dir.join("nats"), nats_port, sync_always).await?;
+            tracing::info!(url = %nats.url, "dev nats-server running (devices and dashboards connect here)");
+            config.nats_url = nats.url.clone();
+            let result = eq_node::run_with(config, shutdown, |shards| async move {
+                if demo {
+                    dev::register_demo(&shards).await?;
+                    tracing::info!("demo machines registered");
+                }
+                Ok(())
+            })
+            .await;
+            nats.stop().await;
+            result
+        }
+        Cmd::Openapi { out } => {
+            let spec = eq_node::gateway::spec_json();
+            match out {
+                Some(path) => std::fs::write(path, spec)?,
+                None => println!("{spec}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C starts a graceful drain; a second one exits at once.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        for _ in 0..2 {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if shutdown.is_cancelled() {
+                std::process::exit(130);
+            }
+            shutdown.cancel();
+        }
+    });
+}

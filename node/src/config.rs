@@ -1,0 +1,103 @@
+//! Node configuration: command-line flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfig {
+    /// This node's name in logs, metrics and the cluster (default: host name and pid).
+    #[arg(long, env = "EQ_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// NATS server(s), comma-separated.
+    #[arg(long, env = "EQ_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// HTTP listen address of the gateway.
+    #[arg(long, env = "EQ_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// History database: `postgres://…` or `sqlite://…`; default: SQLite under the data dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for local data (the SQLite history, the dev nats-server's store).
+    #[arg(long, env = "EQ_DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+
+    /// Prefix of every NATS subject.
+    #[arg(long, env = "EQ_PREFIX", default_value = "eq")]
+    pub prefix: String,
+
+    /// Number of shards (fixed when the cluster is created).
+    #[arg(long, env = "EQ_SHARDS", default_value_t = 64)]
+    pub shards: u32,
+
+    /// JetStream replicas of the event stream (3 on a three-server NATS cluster).
+    #[arg(long, env = "EQ_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+
+    /// Serve the HTTP gateway.
+    #[arg(long, env = "EQ_GATEWAY", default_value_t = true, action = ArgAction::Set)]
+    pub gateway: bool,
+
+    /// Take device messages from `eq.device.<id>.status`.
+    #[arg(long, env = "EQ_DEVICES", default_value_t = true, action = ArgAction::Set)]
+    pub devices: bool,
+
+    /// Run the history consumer (one consumer group, however many nodes run it).
+    #[arg(long, env = "EQ_HISTORY", default_value_t = true, action = ArgAction::Set)]
+    pub history: bool,
+
+    /// Seconds an idle equipment actor stays in memory.
+    #[arg(long, env = "EQ_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    pub idle_timeout_secs: u64,
+
+    /// Largest accepted HTTP request body, in bytes.
+    #[arg(long, env = "EQ_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Sites where a red status needs a reason code (comma-separated).
+    #[arg(long, env = "EQ_RED_REASON_SITES", value_delimiter = ',')]
+    pub red_reason_sites: Vec<String>,
+
+    /// Log format.
+    #[arg(long, env = "EQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl NodeConfig {
+    /// The node id, defaulting to host name and process id.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "node".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The history database URL (SQLite under the data dir unless `DATABASE_URL` is set).
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("history.db").display())
+        })
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+}

@@ -1,0 +1,274 @@
+//! The HTTP gateway (poem-openapi): one file per API tag, the problem mapping, and the
+//! middleware every request passes (body limit, errors as `application/problem+json`,
+//! request metrics).
+
+pub mod equipment;
+pub mod history;
+pub mod models;
+pub mod ops;
+pub mod problem;
+pub mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eq_actors::equipment::{Command, CommandError, Rejection};
+use eq_actors::shard::ShardHost;
+use eq_actors::store::EventStore;
+use eq_actors::{EquipmentId, Version};
+use eq_entities::equipment as equipment_row;
+use metrics_exporter_prometheus::PrometheusHandle;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+use sea_orm::DatabaseConnection;
+
+use models::EquipmentView;
+use problem::{ApiError, problem_response};
+
+/// Tags of the API operations.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Register, list, read, change and decommission equipment.
+    Equipment,
+    /// Set an equipment's status.
+    Status,
+    /// What happened, when.
+    History,
+}
+
+/// What the API handlers share.
+pub struct AppState {
+    pub shards: Arc<ShardHost>,
+    pub store: EventStore,
+    pub db: Option<DatabaseConnection>,
+    pub nats: async_nats::Client,
+    pub metrics: PrometheusHandle,
+    pub draining: AtomicBool,
+    pub node_id: String,
+}
+
+/// The outcome of a command, as the API presents it.
+pub struct CommandAnswer {
+    pub view: EquipmentView,
+    pub replayed: bool,
+}
+
+impl AppState {
+    /// Runs a command on the owning actor and counts the outcome.
+    pub async fn execute(&self, command: Command) -> Result<CommandAnswer, ApiError> {
+        let started = Instant::now();
+        let result = self.shards.execute(command).await;
+        let outcome = match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => "accepted",
+            Err(e) => e.code(),
+        };
+        metrics::counter!("eq_commands_total", "source" => "api", "result" => outcome).increment(1);
+        metrics::histogram!("eq_command_duration_seconds", "source" => "api")
+            .record(started.elapsed().as_secs_f64());
+        let outcome = result?;
+        Ok(CommandAnswer {
+            view: outcome.equipment.into(),
+            replayed: outcome.duplicate,
+        })
+    }
+
+    /// The current state from the event log; 404 if never registered.
+    pub async fn current(&self, id: &EquipmentId) -> Result<EquipmentView, ApiError> {
+        let loaded = self
+            .store
+            .load(id)
+            .await
+            .map_err(|e| ApiError::from(CommandError::Unavailable(e.to_string())))?;
+        match loaded.state.equipment {
+            Some(e) => Ok(e.into()),
+            None => Err(ApiError::from(CommandError::Rejected(Rejection::NotFound))),
+        }
+    }
+
+    /// The history database, or 503 when this node runs without one.
+    pub fn db(&self) -> Result<&DatabaseConnection, ApiError> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("this node has no history database"))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// `ETag` of a version.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Parses `If-Match`: `"5"`, `5` or `W/"5"`; `*` means any version.
+pub fn parse_if_match(value: Option<&str>) -> Result<Option<Version>, ApiError> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(None);
+    };
+    if value == "*" {
+        return Ok(None);
+    }
+    let bare = value.trim_start_matches("W/").trim_matches('"');
+    bare.parse::<u64>()
+        .map(|v| Some(Version(v)))
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be a version ETag such as \"5\""))
+}
+
+/// Validates an `Idempotency-Key`.
+pub fn parse_key(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(key) => {
+            eq_actors::domain::check_command_id(&key)
+                .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))?;
+            Ok(Some(key))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Validates a path id.
+pub fn parse_id(id: String) -> Result<EquipmentId, ApiError> {
+    EquipmentId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
+}
+
+/// Converts a current-state row to the API view.
+pub fn view_from_row(row: equipment_row::Model) -> EquipmentView {
+    EquipmentView {
+        id: row.id,
+        name: row.name,
+        description: row.description,
+        site: row.site,
+        line: row.line,
+        tags: serde_json::from_str(&row.tags).unwrap_or_default(),
+        status: models::status_from_str(&row.status),
+        reason: row.reason,
+        note: row.note,
+        updated_by: row.updated_by,
+        source: match row.source.as_str() {
+            "device" => models::Source::Device,
+            "system" => models::Source::System,
+            _ => models::Source::Api,
+        },
+        status_since: history::millis_to_time(row.status_since_ms),
+        occurred_at: None,
+        clock_suspect: false,
+        version: row.version as u64,
+        decommissioned: row.decommissioned,
+        registered_at: history::millis_to_time(row.registered_at_ms),
+        updated_at: history::millis_to_time(row.updated_at_ms),
+    }
+}
+
+/// The OpenAPI service (also used to write `openapi/openapi.json`).
+pub fn api_service() -> OpenApiService<(equipment::EquipmentApi, status::StatusApi, history::HistoryApi), ()> {
+    OpenApiService::new(
+        (equipment::EquipmentApi, status::StatusApi, history::HistoryApi),
+        "Equipment Live",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Live status (green / yellow / red) of every machine on a factory floor, with its \
+         full history. Errors are `application/problem+json` (RFC 9457).",
+    )
+}
+
+/// The OpenAPI document as JSON, exactly as served at `/openapi.json`.
+pub fn spec_json() -> String {
+    api_service().spec()
+}
+
+/// Settings of the HTTP gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>, config: &GatewayConfig) -> impl Endpoint + 'static {
+    let service = api_service();
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    let max_body = config.max_body_bytes;
+    Route::new()
+        .nest("/", service)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/healthz", ops::healthz)
+        .at("/readyz", ops::readyz)
+        .at("/metrics", ops::prometheus)
+        .data(state)
+        .around(move |next, req| limit_body(next, req, max_body))
+        .catch_all_error(to_problem)
+        .around(observe)
+}
+
+/// Reads the body up to the limit, whether or not it has a `Content-Length` (chunked bodies
+/// are cut off at the limit too).
+async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Ok(problem_response(413, "body_too_large", format!("the body exceeds {max} bytes")));
+    }
+    let body = req.take_body();
+    match body.into_bytes_limit(max).await {
+        Ok(bytes) => req.set_body(bytes),
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return Ok(problem_response(413, "body_too_large", format!("the body exceeds {max} bytes")));
+        }
+        Err(e) => return Ok(problem_response(400, "unreadable_body", e.to_string())),
+    }
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Turns any error that escaped the handlers into a problem; a problem already built by a
+/// handler passes through unchanged.
+async fn to_problem(err: poem::Error) -> Response {
+    let status = err.status();
+    let detail = err.to_string();
+    let response = err.into_response();
+    let is_problem = response
+        .content_type()
+        .is_some_and(|c| c.starts_with("application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let code = match status.as_u16() {
+        404 => "no_such_route",
+        405 => "method_not_allowed",
+        413 => "body_too_large",
+        415 => "unsupported_media_type",
+        s if s >= 500 => "internal",
+        _ => "bad_request",
+    };
+    problem_response(status.as_u16(), code, detail)
+}
+
+/// Counts requests by status and logs slow ones.
+async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let response = next.call(req).await?.into_response();
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("eq_http_requests_total", "status" => status.to_string()).increment(1);
+    if elapsed > Duration::from_secs(1) {
+        tracing::warn!(%method, %path, status, elapsed_ms = elapsed.as_millis() as u64, "slow request");
+    }
+    Ok(response)
+}

@@ -1,0 +1,371 @@
+//! The HTTP API's request and response bodies (what the OpenAPI spec documents), and their
+//! conversion to and from the domain types.
+
+use chrono::{DateTime, Utc};
+use eq_actors::domain::{
+    self, EquipmentId, InvalidField, Line, MAX_ACTOR_LEN, MAX_DESCRIPTION_LEN, MAX_NAME_LEN,
+    MAX_NOTE_LEN, ReasonCode, Site,
+};
+use eq_actors::equipment::{Equipment, MetadataPatch, Registration, StatusChange};
+use poem_openapi::{Enum, Object};
+
+/// A machine's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Status {
+    /// Running.
+    Green,
+    /// Idle, degraded or warning.
+    Yellow,
+    /// Down.
+    Red,
+}
+
+impl From<Status> for domain::Status {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Green => domain::Status::Green,
+            Status::Yellow => domain::Status::Yellow,
+            Status::Red => domain::Status::Red,
+        }
+    }
+}
+
+impl From<domain::Status> for Status {
+    fn from(s: domain::Status) -> Self {
+        match s {
+            domain::Status::Green => Status::Green,
+            domain::Status::Yellow => Status::Yellow,
+            domain::Status::Red => Status::Red,
+        }
+    }
+}
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Source {
+    Api,
+    Device,
+    System,
+}
+
+impl From<domain::Source> for Source {
+    fn from(s: domain::Source) -> Self {
+        match s {
+            domain::Source::Api => Source::Api,
+            domain::Source::Device => Source::Device,
+            domain::Source::System => Source::System,
+        }
+    }
+}
+
+/// One equipment with its current status.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct EquipmentView {
+    /// Equipment id (`^[A-Za-z0-9_-]{1,64}$`).
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub site: String,
+    pub line: String,
+    pub tags: Vec<String>,
+    pub status: Status,
+    /// Reason code of the current status, if any.
+    pub reason: Option<String>,
+    /// Note on the current status, if any.
+    pub note: Option<String>,
+    /// Who made the last change.
+    pub updated_by: String,
+    /// Where the last change came from.
+    pub source: Source,
+    /// When the current status began (server clock).
+    pub status_since: DateTime<Utc>,
+    /// The client's clock for the last status change.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The client's clock was implausibly far from the server's.
+    pub clock_suspect: bool,
+    /// Grows by one with every accepted change; the `ETag`.
+    pub version: u64,
+    /// Decommissioned machines keep their history but refuse changes.
+    pub decommissioned: bool,
+    pub registered_at: DateTime<Utc>,
+    /// When the last change was recorded (server clock).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for EquipmentView {
+    fn example() -> Self {
+        let at = DateTime::parse_from_rfc3339("2026-11-30T08:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        EquipmentView {
+            id: "brick-press-1".into(),
+            name: "Brick press 1".into(),
+            description: "Hydraulic brick press".into(),
+            site: "brickworks".into(),
+            line: "line-1".into(),
+            tags: vec!["press".into()],
+            status: Status::Red,
+            reason: Some("jam".into()),
+            note: Some("clay jammed in the mould".into()),
+            updated_by: "operator-7".into(),
+            source: Source::Api,
+            status_since: at,
+            occurred_at: Some(at),
+            clock_suspect: false,
+            version: 12,
+            decommissioned: false,
+            registered_at: at,
+            updated_at: at,
+        }
+    }
+}
+
+impl From<Equipment> for EquipmentView {
+    fn from(e: Equipment) -> Self {
+        EquipmentView {
+            id: e.id.into(),
+            name: e.name,
+            description: e.description,
+            site: e.site.into(),
+            line: e.line.into(),
+            tags: e.tags,
+            status: e.status.into(),
+            reason: e.reason.map(Into::into),
+            note: e.note,
+            updated_by: e.updated_by,
+            source: e.source.into(),
+            status_since: e.status_since,
+            occurred_at: e.occurred_at,
+            clock_suspect: e.clock_suspect,
+            version: e.version.0,
+            decommissioned: e.decommissioned,
+            registered_at: e.registered_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// Registers a new equipment.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct RegisterEquipment {
+    /// Equipment id, unique in the factory; also a NATS subject token.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub id: String,
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    #[oai(default, validator(max_length = 2000))]
+    pub description: String,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub site: String,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub line: String,
+    #[oai(default, validator(max_items = 32))]
+    pub tags: Vec<String>,
+    /// Initial status (default `yellow`: registered, not yet reporting).
+    pub status: Option<Status>,
+    /// Who registers it (default `api`).
+    #[oai(validator(max_length = 128))]
+    pub updated_by: Option<String>,
+}
+
+impl poem_openapi::types::Example for RegisterEquipment {
+    fn example() -> Self {
+        RegisterEquipment {
+            id: "brick-press-1".into(),
+            name: "Brick press 1".into(),
+            description: "Hydraulic brick press".into(),
+            site: "brickworks".into(),
+            line: "line-1".into(),
+            tags: vec!["press".into()],
+            status: Some(Status::Yellow),
+            updated_by: Some("supervisor-2".into()),
+        }
+    }
+}
+
+impl RegisterEquipment {
+    /// Validates into the domain's id and registration.
+    pub fn into_domain(self) -> Result<(EquipmentId, Registration, String), InvalidField> {
+        let id = EquipmentId::parse(self.id)?;
+        domain::check_text("name", &self.name, MAX_NAME_LEN)?;
+        if self.name.trim().is_empty() {
+            return Err(InvalidField::new("name", "must not be blank"));
+        }
+        domain::check_text("description", &self.description, MAX_DESCRIPTION_LEN)?;
+        domain::check_tags(&self.tags)?;
+        let by = actor_name(self.updated_by)?;
+        Ok((
+            id,
+            Registration {
+                name: self.name,
+                description: self.description,
+                site: Site::parse(self.site)?,
+                line: Line::parse(self.line)?,
+                tags: self.tags,
+                status: self.status.map_or(domain::Status::Yellow, Into::into),
+            },
+            by,
+        ))
+    }
+}
+
+/// Changes an equipment's metadata; absent fields stay as they are.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct UpdateEquipment {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    #[oai(validator(max_length = 2000))]
+    pub description: Option<String>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub site: Option<String>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub line: Option<String>,
+    #[oai(validator(max_items = 32))]
+    pub tags: Option<Vec<String>>,
+    #[oai(validator(max_length = 128))]
+    pub updated_by: Option<String>,
+}
+
+impl poem_openapi::types::Example for UpdateEquipment {
+    fn example() -> Self {
+        UpdateEquipment {
+            name: Some("Brick press 1 (rebuilt)".into()),
+            description: None,
+            site: None,
+            line: Some("line-2".into()),
+            tags: None,
+            updated_by: Some("supervisor-2".into()),
+        }
+    }
+}
+
+impl UpdateEquipment {
+    pub fn into_domain(self) -> Result<(MetadataPatch, String), InvalidField> {
+        if let Some(name) = &self.name {
+            domain::check_text("name", name, MAX_NAME_LEN)?;
+            if name.trim().is_empty() {
+                return Err(InvalidField::new("name", "must not be blank"));
+            }
+        }
+        if let Some(description) = &self.description {
+            domain::check_text("description", description, MAX_DESCRIPTION_LEN)?;
+        }
+        if let Some(tags) = &self.tags {
+            domain::check_tags(tags)?;
+        }
+        let by = actor_name(self.updated_by)?;
+        Ok((
+            MetadataPatch {
+                name: self.name,
+                description: self.description,
+                site: self.site.map(Site::parse).transpose()?,
+                line: self.line.map(Line::parse).transpose()?,
+                tags: self.tags,
+            },
+            by,
+        ))
+    }
+}
+
+/// Sets an equipment's status.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct SetStatus {
+    pub status: Status,
+    /// Reason code (`^[A-Za-z0-9_-]{1,64}$`); some sites require one for `red`.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub reason: Option<String>,
+    /// Free text, at most 1000 characters.
+    #[oai(validator(max_length = 1000))]
+    pub note: Option<String>,
+    /// Who sets it (default `api`).
+    #[oai(validator(max_length = 128))]
+    pub updated_by: Option<String>,
+    /// When it happened by the client's clock (may be wrong; flagged if implausible).
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for SetStatus {
+    fn example() -> Self {
+        SetStatus {
+            status: Status::Red,
+            reason: Some("jam".into()),
+            note: Some("clay jammed in the mould".into()),
+            updated_by: Some("operator-7".into()),
+            occurred_at: None,
+        }
+    }
+}
+
+impl SetStatus {
+    pub fn into_domain(self) -> Result<(StatusChange, String), InvalidField> {
+        if let Some(note) = &self.note {
+            domain::check_text("note", note, MAX_NOTE_LEN)?;
+        }
+        let by = actor_name(self.updated_by)?;
+        Ok((
+            StatusChange {
+                status: self.status.into(),
+                reason: self.reason.map(ReasonCode::parse).transpose()?,
+                note: self.note,
+                occurred_at: self.occurred_at,
+            },
+            by,
+        ))
+    }
+}
+
+fn actor_name(value: Option<String>) -> Result<String, InvalidField> {
+    let by = value.unwrap_or_else(|| "api".to_string());
+    if by.trim().is_empty() {
+        return Err(InvalidField::new("updated_by", "must not be blank"));
+    }
+    domain::check_text("updated_by", &by, MAX_ACTOR_LEN)?;
+    Ok(by)
+}
+
+/// A page of equipment.
+#[derive(Debug, Clone, Object)]
+pub struct EquipmentPage {
+    pub items: Vec<EquipmentView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One change in an equipment's history.
+#[derive(Debug, Clone, Object)]
+pub struct HistoryEntry {
+    pub version: u64,
+    /// `registered`, `metadata_updated`, `status_changed` or `decommissioned`.
+    pub kind: String,
+    pub status: Status,
+    pub previous_status: Option<Status>,
+    pub reason: Option<String>,
+    pub note: Option<String>,
+    pub updated_by: String,
+    pub source: String,
+    pub site: String,
+    pub line: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub recorded_at: DateTime<Utc>,
+    pub clock_suspect: bool,
+    pub command_id: Option<String>,
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Clone, Object)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryEntry>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Parses a stored status string.
+pub fn status_from_str(s: &str) -> Status {
+    domain::Status::parse(s).map_or(Status::Yellow, Into::into)
+}

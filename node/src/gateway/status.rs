@@ -1,0 +1,53 @@
+//! `Status` operations: set an equipment's status.
+
+use std::sync::Arc;
+
+use eq_actors::equipment::{Action, Command};
+use poem::web::Data;
+use poem_openapi::{
+    OpenApi,
+    param::{Header, Path},
+    payload::Json,
+};
+
+use super::equipment::CommandResult;
+use super::models::SetStatus;
+use super::problem::ApiError;
+use super::{ApiTags, AppState, parse_id, parse_if_match, parse_key};
+
+/// Operations of this tag (state comes from the request's data).
+pub struct StatusApi;
+
+#[OpenApi(tag = "ApiTags::Status")]
+impl StatusApi {
+    /// Set an equipment's status
+    ///
+    /// Green, yellow or red, with an optional reason code and note. Answers once the change
+    /// is persisted in JetStream. With `If-Match`, 412 if the version moved on; with
+    /// `Idempotency-Key`, a retry gets the same answer and writes nothing.
+    #[oai(path = "/v1/equipment/:id/status", method = "put", operation_id = "setStatus")]
+    async fn set_status(
+        &self,
+        state: Data<&Arc<AppState>>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        body: Json<SetStatus>,
+        /// The version (`ETag`) this change is based on; 412 if it is no longer current.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        /// Makes a retry safe: the same key gives the same answer and at most one event.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<CommandResult, ApiError> {
+        let id = parse_id(id.0)?;
+        let (change, by) = body.0.into_domain()?;
+        let command = Command {
+            equipment_id: id,
+            action: Action::SetStatus(change),
+            command_id: parse_key(idempotency_key.0)?,
+            expected_version: parse_if_match(if_match.0.as_deref())?,
+            updated_by: by,
+            source: eq_actors::Source::Api,
+        };
+        Ok(state.execute(command).await?.into())
+    }
+}

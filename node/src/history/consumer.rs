@@ -1,0 +1,268 @@
+//! The history consumer: a durable JetStream pull consumer (one group however many nodes
+//! run it) that writes events into SQL in batches. A batch is one transaction; the batch is
+//! acknowledged only after the commit, and the unique key (equipment id, version) with
+//! `ON CONFLICT DO NOTHING` makes a redelivery after a crash harmless.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use eq_actors::equipment::Event;
+use eq_actors::store::decode;
+use eq_actors::subjects::{HISTORY_CONSUMER, Subjects};
+use eq_entities::{equipment, equipment_event};
+use futures::StreamExt;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Largest number of events written in one transaction.
+pub const MAX_BATCH: usize = 500;
+
+/// Runs the consumer until `shutdown`, reconnecting after any error.
+pub async fn run(
+    js: jetstream::Context,
+    subjects: Subjects,
+    db: DatabaseConnection,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&js, &subjects, &db, &shutdown).await {
+            Ok(()) => return,
+            Err(error) => {
+                warn!(%error, "history consumer interrupted; restarting");
+                metrics::counter!("eq_history_consumer_restarts_total").increment(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The consumer's configuration (durable, ack-all, every event since the beginning).
+pub fn consumer_config(subjects: &Subjects) -> pull::Config {
+    pull::Config {
+        durable_name: Some(HISTORY_CONSUMER.to_string()),
+        description: Some("Equipment Live history writer".into()),
+        filter_subject: subjects.events_all(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::All,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+async fn consume(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    db: &DatabaseConnection,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(subjects.events_stream()).await?;
+    let consumer: PullConsumer = stream
+        .get_or_create_consumer(HISTORY_CONSUMER, consumer_config(subjects))
+        .await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(2 * MAX_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await?;
+    // `ready_chunks` hands over whatever has arrived (up to a batch) while the client keeps
+    // pulling in the background: fetching overlaps with the SQL transaction.
+    let mut batches = messages.ready_chunks(MAX_BATCH);
+    let mut lag_tick = tokio::time::interval(Duration::from_secs(2));
+    info!("history consumer running");
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = lag_tick.tick() => {
+                let mut consumer = consumer.clone();
+                if let Ok(info) = consumer.info().await {
+                    metrics::gauge!("eq_history_lag_events")
+                        .set((info.num_pending + info.num_ack_pending as u64) as f64);
+                }
+                continue;
+            }
+            batch = batches.next() => match batch {
+                Some(batch) => batch,
+                None => anyhow::bail!("message stream ended"),
+            },
+        };
+        let mut messages = Vec::with_capacity(batch.len());
+        for message in batch {
+            messages.push(message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?);
+        }
+        let mut events = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            match decode(seq, &message.payload) {
+                Ok(event) => events.push(Decoded {
+                    seq,
+                    event,
+                    raw: String::from_utf8_lossy(&message.payload).into_owned(),
+                }),
+                Err(error) => {
+                    // Never written by this system; skip rather than block the history.
+                    warn!(%error, subject = %message.subject, "undecodable event skipped");
+                    metrics::counter!("eq_history_undecodable_total").increment(1);
+                }
+            }
+        }
+        write_with_retry(db, &events, shutdown).await?;
+        if let Some(last) = messages.last() {
+            last.ack().await.map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
+        }
+        metrics::counter!("eq_history_events_written_total").increment(events.len() as u64);
+        debug!(events = events.len(), "history batch committed");
+    }
+}
+
+/// Retries a batch until it commits or the node shuts down (then it stays unacknowledged
+/// and is redelivered).
+async fn write_with_retry(
+    db: &DatabaseConnection,
+    events: &[Decoded],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match write_batch(db, events).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                warn!(%error, "history batch failed; retrying");
+                metrics::counter!("eq_history_write_errors_total").increment(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shutdown during retry"),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Writes events and the resulting current states in one transaction.
+pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<equipment_event::ActiveModel> =
+        events.iter().map(event_row).collect();
+    // Only the newest state per equipment in this batch goes to the current-state table.
+    let mut latest: std::collections::HashMap<&str, &Event> = std::collections::HashMap::new();
+    for Decoded { event, .. } in events {
+        let entry = latest.entry(event.equipment_id.as_str()).or_insert(event);
+        if event.version > entry.version {
+            *entry = event;
+        }
+    }
+    let states: Vec<equipment::ActiveModel> = latest.values().map(|e| state_row(e)).collect();
+
+    let txn = db.begin().await?;
+    equipment_event::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                equipment_event::Column::EquipmentId,
+                equipment_event::Column::Version,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .try_insert()
+        .exec_without_returning(&txn)
+        .await?;
+    use equipment::Column as C;
+    equipment::Entity::insert_many(states)
+        .on_conflict(
+            OnConflict::column(C::Id)
+                .update_columns([
+                    C::Name,
+                    C::Description,
+                    C::Site,
+                    C::Line,
+                    C::Tags,
+                    C::Status,
+                    C::Reason,
+                    C::Note,
+                    C::UpdatedBy,
+                    C::Source,
+                    C::StatusSinceMs,
+                    C::Version,
+                    C::Decommissioned,
+                    C::RegisteredAtMs,
+                    C::UpdatedAtMs,
+                ])
+                // Never move the current state back to an older version (redeliveries).
+                .action_and_where(Expr::cust("equipment.version < excluded.version"))
+                .to_owned(),
+        )
+        .try_insert()
+        .exec_without_returning(&txn)
+        .await?;
+    txn.commit().await
+}
+
+/// An event as pulled from the stream.
+pub struct Decoded {
+    pub seq: u64,
+    pub event: Event,
+    /// The payload exactly as stored in JetStream.
+    pub raw: String,
+}
+
+fn event_row(d: &Decoded) -> equipment_event::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    let (seq, e) = (d.seq, &d.event);
+    let s = &e.state;
+    equipment_event::ActiveModel {
+        equipment_id: Set(e.equipment_id.to_string()),
+        version: Set(e.version.0 as i64),
+        stream_seq: Set(seq as i64),
+        kind: Set(e.kind.as_str().to_string()),
+        site: Set(s.site.to_string()),
+        line: Set(s.line.to_string()),
+        status: Set(s.status.as_str().to_string()),
+        previous_status: Set(e.previous_status.map(|p| p.as_str().to_string())),
+        reason: Set(s.reason.as_ref().map(|r| r.to_string())),
+        note: Set(s.note.clone()),
+        updated_by: Set(s.updated_by.clone()),
+        source: Set(s.source.as_str().to_string()),
+        occurred_at_ms: Set(s.occurred_at.map(|t| t.timestamp_millis())),
+        recorded_at_ms: Set(e.recorded_at.timestamp_millis()),
+        clock_suspect: Set(s.clock_suspect),
+        command_id: Set(e.command_id.clone()),
+        payload: Set(d.raw.clone()),
+    }
+}
+
+fn state_row(e: &Event) -> equipment::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    let s = &e.state;
+    equipment::ActiveModel {
+        id: Set(s.id.to_string()),
+        name: Set(s.name.clone()),
+        description: Set(s.description.clone()),
+        site: Set(s.site.to_string()),
+        line: Set(s.line.to_string()),
+        tags: Set(serde_json::to_string(&s.tags).unwrap_or_else(|_| "[]".into())),
+        status: Set(s.status.as_str().to_string()),
+        reason: Set(s.reason.as_ref().map(|r| r.to_string())),
+        note: Set(s.note.clone()),
+        updated_by: Set(s.updated_by.clone()),
+        source: Set(s.source.as_str().to_string()),
+        status_since_ms: Set(s.status_since.timestamp_millis()),
+        version: Set(s.version.0 as i64),
+        decommissioned: Set(s.decommissioned),
+        registered_at_ms: Set(s.registered_at.timestamp_millis()),
+        updated_at_ms: Set(s.updated_at.timestamp_millis()),
+    }
+}

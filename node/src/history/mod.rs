@@ -1,0 +1,45 @@
+//! The history database: connection and migrations ([`connect`]), the JetStream consumer
+//! that fills it ([`consumer`]) and the read queries the API serves ([`queries`]).
+
+pub mod consumer;
+pub mod queries;
+
+use std::time::Duration;
+
+use eq_migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+
+/// Connects to SQLite (`sqlite://path?mode=rwc`) or PostgreSQL (`postgres://…`) and brings
+/// the schema up to date.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5));
+    if url.starts_with("sqlite:") {
+        // WAL lets readers run beside the consumer's writes; FULL sync means a committed
+        // (and therefore acknowledged) batch survives power loss.
+        options
+            .max_connections(4)
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+    } else {
+        options.max_connections(8);
+    }
+    let db = Database::connect(options).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// Checks that the database answers (used by readiness).
+pub async fn ping(db: &DatabaseConnection, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, db.execute_unprepared("SELECT 1")).await,
+        Ok(Ok(_))
+    )
+}

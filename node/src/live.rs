@@ -1,0 +1,54 @@
+//! Live fan-out: every event, once JetStream acknowledged it, is published on
+//! `eq.live.<site>.<line>.<id>` for dashboards. The actor only enqueues (it never waits on
+//! dashboards); one task publishes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use eq_actors::shard::EventListener;
+use eq_actors::subjects::Subjects;
+use tokio::sync::mpsc;
+
+/// Publishes accepted events on the live subjects.
+pub struct LivePublisher {
+    tx: mpsc::UnboundedSender<(String, Bytes)>,
+    client: async_nats::Client,
+    subjects: Subjects,
+}
+
+impl LivePublisher {
+    pub fn start(client: async_nats::Client, subjects: Subjects) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Bytes)>();
+        let publisher = client.clone();
+        tokio::spawn(async move {
+            while let Some((subject, payload)) = rx.recv().await {
+                if publisher.publish(subject, payload).await.is_err() {
+                    metrics::counter!("eq_live_publish_errors_total").increment(1);
+                }
+            }
+        });
+        Self {
+            tx,
+            client,
+            subjects,
+        }
+    }
+
+    /// The hook the actors call.
+    pub fn listener(&self) -> EventListener {
+        let tx = self.tx.clone();
+        let subjects = self.subjects.clone();
+        Arc::new(move |event| {
+            let subject = subjects.live(&event.state.site, &event.state.line, &event.equipment_id);
+            if let Ok(payload) = serde_json::to_vec(event) {
+                let _ = tx.send((subject, Bytes::from(payload)));
+            }
+        })
+    }
+
+    /// Waits until what was queued so far is written to the server.
+    pub async fn flush(&self) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = self.client.flush().await;
+    }
+}
