@@ -121,6 +121,15 @@ impl EventStore {
         event: &Event,
         expected_last_seq: u64,
     ) -> Result<Appended, StoreError> {
+        // While disconnected the client would buffer the publish and send it after a
+        // reconnect: the caller would see a timeout for a change that later lands. Refuse
+        // at once instead, so that "unavailable" nearly always means "not applied".
+        if !matches!(
+            self.js.client().connection_state(),
+            async_nats::connection::State::Connected
+        ) {
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
+        }
         let payload = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
             seq: 0,
             reason: e.to_string(),

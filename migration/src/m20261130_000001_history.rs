@@ -58,22 +58,78 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(EquipmentEvent::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(EquipmentEvent::EquipmentId).string_len(64).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::Version).big_integer().not_null())
-                    .col(ColumnDef::new(EquipmentEvent::StreamSeq).big_integer().not_null())
-                    .col(ColumnDef::new(EquipmentEvent::Kind).string_len(32).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::Site).string_len(64).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::Line).string_len(64).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::Status).string_len(16).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::PreviousStatus).string_len(16).null())
+                    .col(
+                        ColumnDef::new(EquipmentEvent::EquipmentId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::StreamSeq)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::Kind)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::Site)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::Line)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::PreviousStatus)
+                            .string_len(16)
+                            .null(),
+                    )
                     .col(ColumnDef::new(EquipmentEvent::Reason).string_len(64).null())
                     .col(ColumnDef::new(EquipmentEvent::Note).text().null())
-                    .col(ColumnDef::new(EquipmentEvent::UpdatedBy).string_len(128).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::Source).string_len(16).not_null())
-                    .col(ColumnDef::new(EquipmentEvent::OccurredAtMs).big_integer().null())
-                    .col(ColumnDef::new(EquipmentEvent::RecordedAtMs).big_integer().not_null())
-                    .col(ColumnDef::new(EquipmentEvent::ClockSuspect).boolean().not_null())
-                    .col(ColumnDef::new(EquipmentEvent::CommandId).string_len(128).null())
+                    .col(
+                        ColumnDef::new(EquipmentEvent::UpdatedBy)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::Source)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::OccurredAtMs)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::RecordedAtMs)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::ClockSuspect)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(EquipmentEvent::CommandId)
+                            .string_len(128)
+                            .null(),
+                    )
                     .col(ColumnDef::new(EquipmentEvent::Payload).text().not_null())
                     .primary_key(
                         Index::create()
@@ -99,7 +155,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Equipment::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Equipment::Id).string_len(64).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Equipment::Id)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Equipment::Name).string_len(200).not_null())
                     .col(ColumnDef::new(Equipment::Description).text().not_null())
                     .col(ColumnDef::new(Equipment::Site).string_len(64).not_null())
@@ -108,13 +169,33 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Equipment::Status).string_len(16).not_null())
                     .col(ColumnDef::new(Equipment::Reason).string_len(64).null())
                     .col(ColumnDef::new(Equipment::Note).text().null())
-                    .col(ColumnDef::new(Equipment::UpdatedBy).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(Equipment::UpdatedBy)
+                            .string_len(128)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Equipment::Source).string_len(16).not_null())
-                    .col(ColumnDef::new(Equipment::StatusSinceMs).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Equipment::StatusSinceMs)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Equipment::Version).big_integer().not_null())
-                    .col(ColumnDef::new(Equipment::Decommissioned).boolean().not_null())
-                    .col(ColumnDef::new(Equipment::RegisteredAtMs).big_integer().not_null())
-                    .col(ColumnDef::new(Equipment::UpdatedAtMs).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Equipment::Decommissioned)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Equipment::RegisteredAtMs)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Equipment::UpdatedAtMs)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;

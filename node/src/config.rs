@@ -93,7 +93,10 @@ impl NodeConfig {
     /// The history database URL (SQLite under the data dir unless `DATABASE_URL` is set).
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("history.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("history.db").display()
+            )
         })
     }
 

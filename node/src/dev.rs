@@ -37,7 +37,11 @@ impl NatsChild {
     pub async fn start(dir: &Path, port: u16, sync_always: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let store = dir.join("jetstream");
-        let sync = if sync_always { "sync_interval: always\n" } else { "" };
+        let sync = if sync_always {
+            "sync_interval: always\n"
+        } else {
+            ""
+        };
         let config = format!(
             "listen: 127.0.0.1:{port}\nserver_name: eq-dev\nmax_payload: 1MB\n\
              jetstream {{\n  store_dir: \"{}\"\n  {sync}}}\n",
@@ -54,14 +58,25 @@ impl NatsChild {
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {} (run ./run to install it)", binary.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot start {} (run ./run to install it)",
+                    binary.display()
+                )
+            })?;
         let url = format!("nats://127.0.0.1:{port}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 break;
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "nats-server did not start on port {port}");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not start on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Self { child, url })

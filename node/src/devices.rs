@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_nats::Message;
 use chrono::{DateTime, Utc};
-use eq_actors::domain::{self, EquipmentId, MAX_ACTOR_LEN, MAX_NOTE_LEN, ReasonCode, Source, Status};
+use eq_actors::domain::{
+    self, EquipmentId, MAX_ACTOR_LEN, MAX_NOTE_LEN, ReasonCode, Source, Status,
+};
 use eq_actors::equipment::{Action, Command, StatusChange};
 use eq_actors::shard::ShardHost;
 use eq_actors::subjects::Subjects;
@@ -94,14 +96,16 @@ pub fn parse(subjects: &Subjects, subject: &str, payload: &[u8]) -> Result<Comma
             format!("body id {body_id:?} differs from subject id {id:?}"),
         ));
     }
-    let status = Status::parse(&body.status).map_err(|e| refuse("invalid_status", e.to_string()))?;
+    let status =
+        Status::parse(&body.status).map_err(|e| refuse("invalid_status", e.to_string()))?;
     let reason = body
         .reason
         .map(ReasonCode::parse)
         .transpose()
         .map_err(|e| refuse("invalid_reason", e.to_string()))?;
     if let Some(note) = &body.note {
-        domain::check_text("note", note, MAX_NOTE_LEN).map_err(|e| refuse("invalid_note", e.to_string()))?;
+        domain::check_text("note", note, MAX_NOTE_LEN)
+            .map_err(|e| refuse("invalid_note", e.to_string()))?;
     }
     let by = body.device_id.unwrap_or_else(|| format!("device:{id}"));
     domain::check_text("device_id", &by, MAX_ACTOR_LEN)
@@ -153,7 +157,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(client: async_nats::Client, subjects: Subjects, shards: Arc<ShardHost>, message: Message) {
+async fn handle(
+    client: async_nats::Client,
+    subjects: Subjects,
+    shards: Arc<ShardHost>,
+    message: Message,
+) {
     let reply = match parse(&subjects, &message.subject, &message.payload) {
         Err(error) => {
             reject(&client, &subjects, &message, &error).await;
@@ -170,7 +179,8 @@ async fn handle(client: async_nats::Client, subjects: Subjects, shards: Arc<Shar
                 Ok(_) => "accepted",
                 Err(e) => e.code(),
             };
-            metrics::counter!("eq_commands_total", "source" => "device", "result" => outcome).increment(1);
+            metrics::counter!("eq_commands_total", "source" => "device", "result" => outcome)
+                .increment(1);
             match result {
                 Ok(outcome) => DeviceReply {
                     ok: true,
@@ -199,14 +209,22 @@ async fn handle(client: async_nats::Client, subjects: Subjects, shards: Arc<Shar
     }
 }
 
-async fn reject(client: &async_nats::Client, subjects: &Subjects, message: &Message, error: &DeviceError) {
+async fn reject(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    message: &Message,
+    error: &DeviceError,
+) {
     metrics::counter!("eq_device_rejects_total", "code" => error.code.clone()).increment(1);
     let token = subjects
         .id_from_device_subject(&message.subject)
         .filter(|t| domain::check_token("id", t).is_ok())
         .unwrap_or("_invalid");
     warn!(subject = %message.subject, code = %error.code, "device message refused");
-    let preview: String = String::from_utf8_lossy(&message.payload).chars().take(512).collect();
+    let preview: String = String::from_utf8_lossy(&message.payload)
+        .chars()
+        .take(512)
+        .collect();
     let notice = RejectNotice {
         subject: &message.subject,
         code: &error.code,
@@ -227,12 +245,17 @@ mod tests {
     }
 
     fn parse_err(subject: &str, body: &[u8]) -> String {
-        parse(&Subjects::default(), subject, body).expect_err("refused").code
+        parse(&Subjects::default(), subject, body)
+            .expect_err("refused")
+            .code
     }
 
     #[test]
     fn accepts_a_minimal_message() {
-        let cmd = parse_ok("eq.device.press-1.status", r#"{"status":"red","reason":"jam"}"#);
+        let cmd = parse_ok(
+            "eq.device.press-1.status",
+            r#"{"status":"red","reason":"jam"}"#,
+        );
         assert_eq!(cmd.equipment_id.as_str(), "press-1");
         assert_eq!(cmd.source, Source::Device);
         assert_eq!(cmd.updated_by, "device:press-1");
@@ -243,11 +266,26 @@ mod tests {
         let s = "eq.device.press-1.status";
         assert_eq!(parse_err(s, b"{not json"), "malformed_json");
         assert_eq!(parse_err(s, br#"{"status":"blue"}"#), "invalid_status");
-        assert_eq!(parse_err(s, br#"{"status":"red","id":"press-2"}"#), "subject_mismatch");
-        assert_eq!(parse_err(s, br#"{"status":"red","reason":"a b"}"#), "invalid_reason");
-        assert_eq!(parse_err(s, br#"{"status":"red","extra":1}"#), "malformed_json");
-        assert_eq!(parse_err(s, &vec![b' '; MAX_DEVICE_PAYLOAD + 1]), "payload_too_large");
-        let long_note = format!(r#"{{"status":"red","note":"{}"}}"#, "x".repeat(MAX_NOTE_LEN + 1));
+        assert_eq!(
+            parse_err(s, br#"{"status":"red","id":"press-2"}"#),
+            "subject_mismatch"
+        );
+        assert_eq!(
+            parse_err(s, br#"{"status":"red","reason":"a b"}"#),
+            "invalid_reason"
+        );
+        assert_eq!(
+            parse_err(s, br#"{"status":"red","extra":1}"#),
+            "malformed_json"
+        );
+        assert_eq!(
+            parse_err(s, &vec![b' '; MAX_DEVICE_PAYLOAD + 1]),
+            "payload_too_large"
+        );
+        let long_note = format!(
+            r#"{{"status":"red","note":"{}"}}"#,
+            "x".repeat(MAX_NOTE_LEN + 1)
+        );
         assert_eq!(parse_err(s, long_note.as_bytes()), "invalid_note");
     }
 }

@@ -32,7 +32,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 }
 
 /// Like [`run`], with a hook that runs once the node is up (e.g. demo registration).
-pub async fn run_with<F, Fut>(config: NodeConfig, shutdown: CancellationToken, on_started: F) -> anyhow::Result<()>
+pub async fn run_with<F, Fut>(
+    config: NodeConfig,
+    shutdown: CancellationToken,
+    on_started: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(Arc<ShardHost>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -77,18 +81,30 @@ where
         },
         ctx,
     );
-    shards.host_all().await.map_err(|e| anyhow::anyhow!("starting shards: {e}"))?;
+    shards
+        .host_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting shards: {e}"))?;
 
     let mut tasks = tokio::task::JoinSet::new();
     let workers = shutdown.child_token();
     if config.history
         && let Some(db) = db.clone()
     {
-        tasks.spawn(history::consumer::run(js.clone(), subjects.clone(), db, workers.clone()));
+        tasks.spawn(history::consumer::run(
+            js.clone(),
+            subjects.clone(),
+            db,
+            workers.clone(),
+        ));
     }
     if config.devices {
-        let (client, subjects, shards, token) =
-            (client.clone(), subjects.clone(), shards.clone(), workers.clone());
+        let (client, subjects, shards, token) = (
+            client.clone(),
+            subjects.clone(),
+            shards.clone(),
+            workers.clone(),
+        );
         tasks.spawn(async move {
             if let Err(error) = devices::run(client, subjects, shards, token).await {
                 warn!(%error, "device listener stopped");
@@ -136,7 +152,9 @@ where
 
     shutdown.cancelled().await;
     info!("shutting down: draining");
-    state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // The HTTP server finishes in-flight requests (and with them their commands) first.
     http_stopped.cancelled().await;
     workers.cancel();

@@ -8,7 +8,11 @@ use eq_node::{NodeConfig, dev, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "equipment-live", version, about = "Live status of every machine on a factory floor")]
+#[command(
+    name = "equipment-live",
+    version,
+    about = "Live status of every machine on a factory floor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -53,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
             demo,
         } => {
             let mut config = cli.node;
-            let nats = dev::NatsChild::start(&config.data_dir.join("nats"), nats_port, sync_always).await?;
+            let nats = dev::NatsChild::start(&config.data_dir.join("nats"), nats_port, sync_always)
+                .await?;
             tracing::info!(url = %nats.url, "dev nats-server running (devices and dashboards connect here)");
             config.nats_url = nats.url.clone();
             let result = eq_node::run_with(config, shutdown, |shards| async move {

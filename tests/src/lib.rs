@@ -1,1 +1,54 @@
-//! placeholder
+//! Test harness: starts real servers — nats-server processes on random ports with temporary
+//! stores, PostgreSQL (a fresh database on `DATABASE_URL`, or a throwaway cluster), and
+//! Equipment Live node processes — and kills them when dropped. Also a small HTTP client of
+//! the API and a poll-with-deadline helper (tests wait for conditions, never fixed sleeps).
+
+pub mod client;
+pub mod nats;
+pub mod node;
+pub mod postgres;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use client::ApiClient;
+pub use nats::{NatsOptions, NatsServer};
+pub use node::{NodeOptions, NodeProcess};
+pub use postgres::TestDatabase;
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at
+/// once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// Polls `check` until it yields `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -51,7 +51,11 @@ impl EquipmentApi {
     ///
     /// Creates a machine with an initial status (default `yellow`). Answers 409 if the id
     /// exists (also when decommissioned: ids are never reused).
-    #[oai(path = "/v1/equipment", method = "post", operation_id = "registerEquipment")]
+    #[oai(
+        path = "/v1/equipment",
+        method = "post",
+        operation_id = "registerEquipment"
+    )]
     async fn register(
         &self,
         state: Data<&Arc<AppState>>,
@@ -92,7 +96,10 @@ impl EquipmentApi {
         #[oai(default)]
         include_decommissioned: Query<bool>,
         /// Page size, 1 to 1000 (default 100).
-        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "1000")))]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
         limit: Query<u64>,
         /// `next_cursor` of the previous page.
         #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
@@ -102,7 +109,9 @@ impl EquipmentApi {
         let filter = ListFilter {
             site: site.0,
             line: line.0,
-            status: status.0.map(|s| eq_actors::Status::from(s).as_str().to_string()),
+            status: status
+                .0
+                .map(|s| eq_actors::Status::from(s).as_str().to_string()),
             include_decommissioned: include_decommissioned.0,
         };
         let page = queries::list_equipment(db, &filter, cursor.0.as_deref(), limit.0)
@@ -119,7 +128,11 @@ impl EquipmentApi {
     ///
     /// The current state, read from the event log (always up to date). The `ETag` is the
     /// version, for `If-Match`.
-    #[oai(path = "/v1/equipment/:id", method = "get", operation_id = "getEquipment")]
+    #[oai(
+        path = "/v1/equipment/:id",
+        method = "get",
+        operation_id = "getEquipment"
+    )]
     async fn get(
         &self,
         state: Data<&Arc<AppState>>,
@@ -134,7 +147,11 @@ impl EquipmentApi {
     /// Update an equipment's metadata
     ///
     /// Changes name, description, site, line or tags; absent fields stay as they are.
-    #[oai(path = "/v1/equipment/:id", method = "patch", operation_id = "updateEquipment")]
+    #[oai(
+        path = "/v1/equipment/:id",
+        method = "patch",
+        operation_id = "updateEquipment"
+    )]
     async fn update(
         &self,
         state: Data<&Arc<AppState>>,
@@ -163,7 +180,11 @@ impl EquipmentApi {
     /// Decommission an equipment
     ///
     /// The machine keeps its history but refuses further changes.
-    #[oai(path = "/v1/equipment/:id", method = "delete", operation_id = "decommissionEquipment")]
+    #[oai(
+        path = "/v1/equipment/:id",
+        method = "delete",
+        operation_id = "decommissionEquipment"
+    )]
     async fn decommission(
         &self,
         state: Data<&Arc<AppState>>,

@@ -33,7 +33,11 @@ impl HistoryApi {
     /// Every accepted change, oldest first, recorded in `[from, to)` (server clock).
     /// Served from the history database: a change appears once the history consumer has
     /// written it.
-    #[oai(path = "/v1/equipment/:id/history", method = "get", operation_id = "getHistory")]
+    #[oai(
+        path = "/v1/equipment/:id/history",
+        method = "get",
+        operation_id = "getHistory"
+    )]
     async fn history(
         &self,
         state: Data<&Arc<AppState>>,
@@ -43,7 +47,10 @@ impl HistoryApi {
         /// Latest `recorded_at`, exclusive.
         to: Query<Option<DateTime<Utc>>>,
         /// Page size, 1 to 1000 (default 100).
-        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "1000")))]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
         limit: Query<u64>,
         /// `next_cursor` of the previous page.
         #[oai(validator(pattern = r"^[0-9]{1,19}$"))]
@@ -60,7 +67,10 @@ impl HistoryApi {
         if let (Some(f), Some(t)) = (from.0, to.0)
             && f > t
         {
-            return Err(ApiError::bad_request("invalid_range", "`from` is after `to`"));
+            return Err(ApiError::bad_request(
+                "invalid_range",
+                "`from` is after `to`",
+            ));
         }
         // 404 for an id that was never registered (the event log is authoritative).
         state.current(&id).await?;

@@ -113,9 +113,12 @@ pub fn parse_if_match(value: Option<&str>) -> Result<Option<Version>, ApiError> 
         return Ok(None);
     }
     let bare = value.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<u64>()
-        .map(|v| Some(Version(v)))
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be a version ETag such as \"5\""))
+    bare.parse::<u64>().map(|v| Some(Version(v))).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_if_match",
+            "If-Match must be a version ETag such as \"5\"",
+        )
+    })
 }
 
 /// Validates an `Idempotency-Key`.
@@ -164,9 +167,20 @@ pub fn view_from_row(row: equipment_row::Model) -> EquipmentView {
 }
 
 /// The OpenAPI service (also used to write `openapi/openapi.json`).
-pub fn api_service() -> OpenApiService<(equipment::EquipmentApi, status::StatusApi, history::HistoryApi), ()> {
+pub fn api_service() -> OpenApiService<
+    (
+        equipment::EquipmentApi,
+        status::StatusApi,
+        history::HistoryApi,
+    ),
+    (),
+> {
     OpenApiService::new(
-        (equipment::EquipmentApi, status::StatusApi, history::HistoryApi),
+        (
+            equipment::EquipmentApi,
+            status::StatusApi,
+            history::HistoryApi,
+        ),
         "Equipment Live",
         env!("CARGO_PKG_VERSION"),
     )
@@ -217,22 +231,39 @@ pub fn app(state: Arc<AppState>, config: &GatewayConfig) -> impl Endpoint + 'sta
 
 /// Reads the body up to the limit, whether or not it has a `Content-Length` (chunked bodies
 /// are cut off at the limit too).
-async fn limit_body<E: Endpoint>(next: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+async fn limit_body<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    max: usize,
+) -> poem::Result<Response> {
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > max) {
-        return Ok(problem_response(413, "body_too_large", format!("the body exceeds {max} bytes")));
+        return Ok(too_large(max));
     }
     let body = req.take_body();
     match body.into_bytes_limit(max).await {
         Ok(bytes) => req.set_body(bytes),
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return Ok(problem_response(413, "body_too_large", format!("the body exceeds {max} bytes")));
-        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => return Ok(too_large(max)),
         Err(e) => return Ok(problem_response(400, "unreadable_body", e.to_string())),
     }
     next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// 413, and the connection is closed: the unread rest of the body cannot be skipped, so
+/// the client must not reuse the connection.
+fn too_large(max: usize) -> Response {
+    let mut response = problem_response(
+        413,
+        "body_too_large",
+        format!("the body exceeds {max} bytes"),
+    );
+    response.headers_mut().insert(
+        poem::http::header::CONNECTION,
+        poem::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Turns any error that escaped the handlers into a problem; a problem already built by a

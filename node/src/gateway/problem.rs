@@ -74,10 +74,7 @@ pub enum ApiError {
     /// The event store or the owning shard is not reachable right now; retry after the
     /// given number of seconds (with the same `Idempotency-Key`).
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(
-        Json<Problem>,
-        #[oai(header = "Retry-After")] u32,
-    ),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
 }
 
 /// Turns poem-openapi's request parsing errors into a 400 problem.
@@ -156,7 +153,10 @@ pub fn problem_response(status: u16, code: &str, detail: impl Into<String>) -> p
         "code": code,
     });
     poem::Response::builder()
-        .status(poem::http::StatusCode::from_u16(status).unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR))
+        .status(
+            poem::http::StatusCode::from_u16(status)
+                .unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR),
+        )
         .content_type("application/problem+json")
         .body(body.to_string())
 }

@@ -25,7 +25,11 @@ impl StatusApi {
     /// Green, yellow or red, with an optional reason code and note. Answers once the change
     /// is persisted in JetStream. With `If-Match`, 412 if the version moved on; with
     /// `Idempotency-Key`, a retry gets the same answer and writes nothing.
-    #[oai(path = "/v1/equipment/:id/status", method = "put", operation_id = "setStatus")]
+    #[oai(
+        path = "/v1/equipment/:id/status",
+        method = "put",
+        operation_id = "setStatus"
+    )]
     async fn set_status(
         &self,
         state: Data<&Arc<AppState>>,

@@ -54,7 +54,9 @@ pub fn consumer_config(subjects: &Subjects) -> pull::Config {
         filter_subject: subjects.events_all(),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::All,
-        ack_wait: Duration::from_secs(60),
+        // Short, because messages a crashed node held are redelivered only after it; a
+        // redelivery is harmless (ON CONFLICT DO NOTHING).
+        ack_wait: Duration::from_secs(5),
         max_ack_pending: 20_000,
         ..Default::default()
     }
@@ -119,7 +121,9 @@ async fn consume(
         }
         write_with_retry(db, &events, shutdown).await?;
         if let Some(last) = messages.last() {
-            last.ack().await.map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
+            last.ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
         }
         metrics::counter!("eq_history_events_written_total").increment(events.len() as u64);
         debug!(events = events.len(), "history batch committed");
@@ -155,8 +159,7 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
     if events.is_empty() {
         return Ok(());
     }
-    let rows: Vec<equipment_event::ActiveModel> =
-        events.iter().map(event_row).collect();
+    let rows: Vec<equipment_event::ActiveModel> = events.iter().map(event_row).collect();
     // Only the newest state per equipment in this batch goes to the current-state table.
     let mut latest: std::collections::HashMap<&str, &Event> = std::collections::HashMap::new();
     for Decoded { event, .. } in events {

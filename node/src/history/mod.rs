@@ -21,13 +21,11 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     if url.starts_with("sqlite:") {
         // WAL lets readers run beside the consumer's writes; FULL sync means a committed
         // (and therefore acknowledged) batch survives power loss.
-        options
-            .max_connections(4)
-            .map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10))
-            });
+        options.max_connections(4).map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+        });
     } else {
         options.max_connections(8);
     }

@@ -45,11 +45,7 @@ pub async fn list_equipment(
     if let Some(cursor) = cursor {
         query = query.filter(C::Id.gt(cursor));
     }
-    let mut items = query
-        .order_by_asc(C::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
+    let mut items = query.order_by_asc(C::Id).limit(limit + 1).all(db).await?;
     let next_cursor = if items.len() as u64 > limit {
         items.truncate(limit as usize);
         items.last().map(|m| m.id.clone())

@@ -1,0 +1,123 @@
+//! A real nats-server child process: random port, temporary JetStream store, killed on drop.
+//! It can be stopped and started again on the same port and store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{free_port, workspace_root};
+
+/// The nats-server binary: `EQ_NATS_SERVER`, the project's pinned install under `.tools/`,
+/// or `nats-server` on `PATH`.
+pub fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("EQ_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let pinned = workspace_root().join(".tools/venv/bin/nats-server");
+    if pinned.exists() {
+        return pinned;
+    }
+    PathBuf::from("nats-server")
+}
+
+/// How to run the server.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// `sync_interval: always`: fsync every write.
+    pub sync_always: bool,
+}
+
+/// A running (or stopped) nats-server.
+pub struct NatsServer {
+    pub port: u16,
+    dir: TempDir,
+    options: NatsOptions,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream and waits until it accepts connections.
+    pub fn start(options: NatsOptions) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("eq-nats-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            options,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn launch(&mut self) {
+        let sync = if self.options.sync_always {
+            "  sync_interval: always\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "listen: 127.0.0.1:{}\nserver_name: eq-test-{}\njetstream {{\n  store_dir: \"{}\"\n{sync}}}\n",
+            self.port,
+            self.port,
+            self.dir.path().join("js").display()
+        );
+        let config_path = self.dir.path().join("nats.conf");
+        std::fs::write(&config_path, config).expect("writing nats config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+            .expect("nats log");
+        let child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("starting nats-server (run scripts/install-nats-server.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not come up on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGKILL: as abrupt as a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
