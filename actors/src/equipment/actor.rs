@@ -76,8 +76,7 @@ pub enum EquipmentMsg {
     /// The current state (`None`: never registered).
     Get(RpcReplyPort<Result<Option<Equipment>, CommandError>>),
     /// Panics inside the handler: lets tests prove that the supervisor restarts the actor
-    /// with its state intact. Not reachable from any public interface.
-    #[doc(hidden)]
+    /// with its state intact. Not reachable from any public interface (HTTP or NATS).
     Crash,
 }
 

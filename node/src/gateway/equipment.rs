@@ -86,6 +86,7 @@ impl EquipmentApi {
     /// Served from the history database, so a change shows here once the history consumer
     /// has written it (normally within milliseconds).
     #[oai(path = "/v1/equipment", method = "get", operation_id = "listEquipment")]
+    #[allow(clippy::too_many_arguments)] // one argument per query parameter
     async fn list(
         &self,
         state: Data<&Arc<AppState>>,
