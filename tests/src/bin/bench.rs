@@ -1,1 +1,485 @@
-fn main() {}
+//! The benchmark: starts its own nats-server and node, and prints in one run, for both
+//! durability settings, the raw JetStream baseline beside the system's figures:
+//!
+//! - raw JetStream publish with expected-subject-sequence at the same concurrency;
+//! - HTTP set-status end to end (rate, p50/p99) over many equipment, and its ratio to raw;
+//! - the device request/reply path, and its ratio to raw;
+//! - history lag (largest backlog during the load, drain time after it);
+//! - memory per active actor with 100,000 machines active at once.
+//!
+//! `cargo run --release -p eq-tests --bin bench -- --help`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, context::Publish, stream};
+use bytes::Bytes;
+use eq_tests::postgres::DbKind;
+use eq_tests::{
+    ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for,
+};
+use serde_json::json;
+
+struct Args {
+    equipment: usize,
+    concurrency: usize,
+    seconds: u64,
+    memory_actors: usize,
+    modes: Vec<bool>,
+    postgres: bool,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        equipment: 10_000,
+        concurrency: 256,
+        seconds: 10,
+        memory_actors: 100_000,
+        modes: vec![false, true],
+        postgres: false,
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < raw.len() {
+        let value = raw.get(i + 1).cloned().unwrap_or_default();
+        match raw[i].as_str() {
+            "--equipment" => args.equipment = value.parse().expect("--equipment N"),
+            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
+            "--seconds" => args.seconds = value.parse().expect("--seconds N"),
+            "--memory-actors" => args.memory_actors = value.parse().expect("--memory-actors N"),
+            "--only-default" => {
+                args.modes = vec![false];
+                i -= 1;
+            }
+            "--only-always" => {
+                args.modes = vec![true];
+                i -= 1;
+            }
+            "--postgres" => {
+                args.postgres = true;
+                i -= 1;
+            }
+            "--help" | "-h" => {
+                println!(
+                    "bench [--equipment 10000] [--concurrency 256] [--seconds 10] \
+                     [--memory-actors 100000] [--only-default|--only-always] [--postgres]"
+                );
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    args
+}
+
+/// Rate and latency of one load phase.
+struct Load {
+    ok: u64,
+    failed: u64,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.seconds
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let idx = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[idx]) / 1000.0
+    }
+}
+
+/// Runs `concurrency` workers, each cycling through its own share of `equipment` ids,
+/// calling `op(worker, id_index, iteration)` until the time is up.
+async fn drive<F, Fut>(concurrency: usize, equipment: usize, duration: Duration, op: F) -> Load
+where
+    F: Fn(usize, usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (op, stop, failed) = (op.clone(), stop.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mine: Vec<usize> = (worker..equipment).step_by(concurrency).collect();
+            let mut iteration = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for &idx in &mine {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let t = Instant::now();
+                    if op(worker, idx, iteration).await {
+                        latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                iteration += 1;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap_or_default());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Load {
+        ok: latencies.len() as u64,
+        failed: failed.load(Ordering::Relaxed),
+        seconds,
+        latencies_us: latencies,
+    }
+}
+
+/// A payload about the size of a real event.
+fn raw_payload() -> Bytes {
+    Bytes::from(vec![b'x'; 700])
+}
+
+/// Raw JetStream: publish with `Nats-Expected-Last-Subject-Sequence`, one in flight per
+/// worker, over the same number of subjects as equipment.
+async fn raw_baseline(nats: &NatsServer, args: &Args, with_msg_id: bool) -> anyhow::Result<Load> {
+    let client = async_nats::connect(nats.url()).await?;
+    let js = jetstream::new(client);
+    let name = if with_msg_id { "RAW_MSGID" } else { "RAW" };
+    let prefix = if with_msg_id { "rawid" } else { "raw" };
+    js.create_stream(stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await?;
+    let last = Arc::new(
+        (0..args.equipment)
+            .map(|_| AtomicU64::new(0))
+            .collect::<Vec<_>>(),
+    );
+    let payload = raw_payload();
+    let load = drive(
+        args.concurrency,
+        args.equipment,
+        Duration::from_secs(args.seconds),
+        move |_, idx, iteration| {
+            let (js, last, payload) = (js.clone(), last.clone(), payload.clone());
+            async move {
+                let expected = last[idx].load(Ordering::Relaxed);
+                let mut message = Publish::build()
+                    .payload(payload)
+                    .expected_last_subject_sequence(expected);
+                if with_msg_id {
+                    message = message.message_id(format!("m{idx}-{iteration}"));
+                }
+                match js.send_publish(format!("{prefix}.{idx}"), message).await {
+                    Ok(ack) => match ack.await {
+                        Ok(ack) => {
+                            last[idx].store(ack.sequence, Ordering::Relaxed);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    Ok(load)
+}
+
+async fn metric(client: &ApiClient, name: &str) -> f64 {
+    client.metric_sum(name, "").await
+}
+
+const STATUSES: [&str; 3] = ["green", "yellow", "red"];
+
+struct ModeResult {
+    sync_always: bool,
+    raw: Load,
+    raw_msgid: Load,
+    http: Load,
+    device: Load,
+    max_lag: f64,
+    drain_seconds: f64,
+}
+
+async fn run_mode(args: &Args, sync_always: bool) -> anyhow::Result<ModeResult> {
+    let label = if sync_always {
+        "sync_interval: always"
+    } else {
+        "default sync"
+    };
+    eprintln!("== {label}: raw JetStream baseline");
+    let nats = NatsServer::start(NatsOptions { sync_always });
+    let raw = raw_baseline(&nats, args, false).await?;
+    let raw_msgid = raw_baseline(&nats, args, true).await?;
+
+    eprintln!("== {label}: starting a node");
+    let db = TestDatabase::new(if args.postgres {
+        DbKind::Postgres
+    } else {
+        DbKind::Sqlite
+    })
+    .await;
+    let node = NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await;
+    let client = node.client();
+
+    eprintln!("== {label}: registering {} equipment", args.equipment);
+    register_all(&client, args.equipment, 64).await?;
+
+    eprintln!(
+        "== {label}: HTTP set-status load for {}s at {} in flight",
+        args.seconds, args.concurrency
+    );
+    let max_lag = Arc::new(AtomicU64::new(0));
+    let sampling = {
+        let (client, max_lag) = (client.clone(), max_lag.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let lag = metric(&client, "eq_history_lag_events").await as u64;
+                max_lag.fetch_max(lag, Ordering::Relaxed);
+            }
+        })
+    };
+    let http = {
+        let client = client.clone();
+        drive(args.concurrency, args.equipment, Duration::from_secs(args.seconds), move |_, idx, it| {
+            let client = client.clone();
+            async move {
+                let body = json!({"status": STATUSES[(idx + it as usize) % 3], "reason": "bench", "updated_by": "bench"});
+                matches!(client.set_status(&format!("bench-{idx}"), body).await, Ok(a) if a.status == 200)
+            }
+        })
+        .await
+    };
+    sampling.abort();
+
+    eprintln!("== {label}: waiting for the history to catch up");
+    let drain_started = Instant::now();
+    let expected = args.equipment as f64 + http.ok as f64;
+    wait_for("history caught up", Duration::from_secs(600), || {
+        let client = client.clone();
+        async move {
+            (metric(&client, "eq_history_events_written_total").await >= expected).then_some(())
+        }
+    })
+    .await;
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+
+    eprintln!("== {label}: device request/reply load");
+    let nats_client = async_nats::connect(nats.url()).await?;
+    let device = drive(args.concurrency, args.equipment, Duration::from_secs(args.seconds), move |_, idx, it| {
+        let nats = nats_client.clone();
+        async move {
+            let body = json!({"status": STATUSES[(idx + it as usize + 1) % 3], "device_id": "bench-pi"});
+            match nats.request(format!("eq.device.bench-{idx}.status"), body.to_string().into()).await {
+                Ok(reply) => reply.payload.starts_with(b"{\"ok\":true"),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    drop(node);
+    Ok(ModeResult {
+        sync_always,
+        raw,
+        raw_msgid,
+        http,
+        device,
+        max_lag: max_lag.load(Ordering::Relaxed) as f64,
+        drain_seconds,
+    })
+}
+
+/// Registers `bench-0..n` over HTTP with `concurrency` requests in flight.
+async fn register_all(client: &ApiClient, n: usize, concurrency: usize) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let answer = client
+                    .register(&format!("bench-{i}"), "bench", &format!("line-{}", i % 20))
+                    .await;
+                anyhow::ensure!(
+                    answer.status == 201 || answer.status == 409,
+                    "register: {:?}",
+                    answer.body
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// RSS growth per active actor with `n` machines active at once.
+async fn memory_per_actor(args: &Args) -> anyhow::Result<(f64, u64, f64)> {
+    eprintln!("== memory: {} active actors", args.memory_actors);
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    // No history consumer in this node: its SQLite page cache would count as actor memory.
+    let node =
+        NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone()).arg("--history", "false"))
+            .await;
+    let client = node.client();
+    // Warm up the HTTP and NATS paths so their buffers are not counted.
+    register_all(&client, 2_000, 64).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = node.rss_bytes();
+    let started = Instant::now();
+    let rest = args.memory_actors.saturating_sub(2_000);
+    let shifted = ApiClient::new(client.base());
+    register_range(&shifted, 2_000, 2_000 + rest, 64).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = node.rss_bytes();
+    let active = metric(&client, "eq_active_actors").await as u64;
+    anyhow::ensure!(
+        active as usize >= args.memory_actors,
+        "only {active} actors active"
+    );
+    Ok((
+        (after.saturating_sub(before)) as f64 / rest as f64,
+        active,
+        rest as f64 / elapsed,
+    ))
+}
+
+async fn register_range(
+    client: &ApiClient,
+    from: usize,
+    to: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(from as u64));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next) = (client.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= to {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let answer = client
+                    .register(&format!("bench-{i}"), "bench", "line-1")
+                    .await;
+                anyhow::ensure!(answer.status == 201, "register: {:?}", answer.body);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args();
+    let mut results = Vec::new();
+    for &sync_always in &args.modes {
+        results.push(
+            run_mode(&args, sync_always)
+                .await
+                .context("benchmark mode")?,
+        );
+    }
+    let memory = if args.memory_actors > 0 {
+        Some(memory_per_actor(&args).await?)
+    } else {
+        None
+    };
+
+    println!();
+    println!(
+        "Equipment Live benchmark — {} equipment, {} in flight, {} s per phase, history on {}",
+        args.equipment,
+        args.concurrency,
+        args.seconds,
+        if args.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
+    println!();
+    println!("| durability | path | ok/s | p50 ms | p99 ms | failed | ratio to raw |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in &results {
+        let mode = if r.sync_always {
+            "sync_interval: always"
+        } else {
+            "default sync"
+        };
+        let raw = r.raw.rate();
+        for (path, load) in [
+            (
+                "raw JetStream publish, expected-subject-seq (baseline)",
+                &r.raw,
+            ),
+            ("raw JetStream publish, + Nats-Msg-Id", &r.raw_msgid),
+            ("HTTP PUT status, end to end", &r.http),
+            ("device request/reply, end to end", &r.device),
+        ] {
+            println!(
+                "| {mode} | {path} | {:.0} | {:.2} | {:.2} | {} | {:.2}× |",
+                load.rate(),
+                load.percentile(0.5),
+                load.percentile(0.99),
+                load.failed,
+                load.rate() / raw
+            );
+        }
+    }
+    println!();
+    println!(
+        "| durability | history: largest backlog during HTTP load (events) | drain time after load |"
+    );
+    println!("|---|---:|---:|");
+    for r in &results {
+        let mode = if r.sync_always {
+            "sync_interval: always"
+        } else {
+            "default sync"
+        };
+        println!("| {mode} | {:.0} | {:.2} s |", r.max_lag, r.drain_seconds);
+    }
+    if let Some((per_actor, active, reg_rate)) = memory {
+        println!();
+        println!(
+            "Memory: {active} actors active, RSS growth {:.0} bytes per active actor ({:.2} KiB); registration rate {:.0}/s",
+            per_actor,
+            per_actor / 1024.0,
+            reg_rate
+        );
+    }
+    Ok(())
+}
