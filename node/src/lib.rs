@@ -56,10 +56,14 @@ where
         .await
         .context("connecting to NATS")?;
     let js = jetstream::new(client.clone());
-    let store = open_store_with_retry(&js, &subjects, config.replicas, &shutdown).await?;
+    let store = retry_until_up("event stream", &shutdown, || {
+        EventStore::open(js.clone(), subjects.clone(), config.replicas)
+    })
+    .await?;
 
     let db = if config.gateway || config.history {
-        Some(connect_db_with_retry(&config.database_url(), &shutdown).await?)
+        let url = config.database_url();
+        Some(retry_until_up("history database", &shutdown, || history::connect(&url)).await?)
     } else {
         None
     };
@@ -166,37 +170,25 @@ where
     Ok(())
 }
 
-async fn open_store_with_retry(
-    js: &jetstream::Context,
-    subjects: &Subjects,
-    replicas: usize,
+/// Retries `attempt` every second until it succeeds or the node shuts down; start-up waits
+/// for NATS and the database instead of failing (readiness stays false meanwhile).
+async fn retry_until_up<T, E, F, Fut>(
+    what: &str,
     shutdown: &CancellationToken,
-) -> anyhow::Result<EventStore> {
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     loop {
-        match EventStore::open(js.clone(), subjects.clone(), replicas).await {
-            Ok(store) => return Ok(store),
+        match attempt().await {
+            Ok(value) => return Ok(value),
             Err(error) => {
-                warn!(%error, "event stream not available yet; retrying");
+                warn!(%error, "{what} not available yet; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down before NATS was available"),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-}
-
-async fn connect_db_with_retry(
-    url: &str,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    loop {
-        match history::connect(url).await {
-            Ok(db) => return Ok(db),
-            Err(error) => {
-                warn!(%error, "history database not available yet; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down before the database was available"),
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down before the {what} was available"),
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use eq_actors::EquipmentId;
-use eq_actors::equipment::{Action, Command};
+use eq_actors::equipment::Action;
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, OpenApi,
@@ -13,7 +12,7 @@ use poem_openapi::{
 
 use super::models::{EquipmentPage, EquipmentView, RegisterEquipment, Status, UpdateEquipment};
 use super::problem::ApiError;
-use super::{ApiTags, AppState, CommandAnswer, etag, parse_id, parse_if_match, parse_key};
+use super::{ApiTags, AppState, CommandAnswer, api_command, etag, parse_id};
 use crate::history::queries::{self, ListFilter};
 
 /// Answer to a registration.
@@ -65,14 +64,8 @@ impl EquipmentApi {
         idempotency_key: Header<Option<String>>,
     ) -> Result<Registered, ApiError> {
         let (id, registration, by) = body.0.into_domain()?;
-        let command = Command {
-            equipment_id: id.clone(),
-            action: Action::Register(registration),
-            command_id: parse_key(idempotency_key.0)?,
-            expected_version: None,
-            updated_by: by,
-            source: eq_actors::Source::Api,
-        };
+        let action = Action::Register(registration);
+        let command = api_command(id.clone(), action, by, None, idempotency_key.0)?;
         let answer = state.execute(command).await?;
         let location = format!("/v1/equipment/{id}");
         let CommandAnswer { view, .. } = answer;
@@ -167,14 +160,8 @@ impl EquipmentApi {
     ) -> Result<CommandResult, ApiError> {
         let id = parse_id(id.0)?;
         let (patch, by) = body.0.into_domain()?;
-        let command = Command {
-            equipment_id: id,
-            action: Action::UpdateMetadata(patch),
-            command_id: parse_key(idempotency_key.0)?,
-            expected_version: parse_if_match(if_match.0.as_deref())?,
-            updated_by: by,
-            source: eq_actors::Source::Api,
-        };
+        let action = Action::UpdateMetadata(patch);
+        let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 
@@ -201,14 +188,14 @@ impl EquipmentApi {
         updated_by: Query<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
         let id = parse_id(id.0)?;
-        let command = Command {
-            equipment_id: id,
-            action: Action::Decommission,
-            command_id: parse_key(idempotency_key.0)?,
-            expected_version: parse_if_match(if_match.0.as_deref())?,
-            updated_by: updated_by.0.unwrap_or_else(|| "api".into()),
-            source: eq_actors::Source::Api,
-        };
+        let by = updated_by.0.unwrap_or_else(|| "api".into());
+        let command = api_command(
+            id,
+            Action::Decommission,
+            by,
+            if_match.0.as_deref(),
+            idempotency_key.0,
+        )?;
         Ok(state.execute(command).await?.into())
     }
 }
@@ -234,9 +221,4 @@ impl From<CommandAnswer> for CommandResult {
         let tag = etag(answer.view.version);
         CommandResult::Ok(Json(answer.view), tag, answer.replayed.then_some(true))
     }
-}
-
-/// Parses an id, for handlers that also accept it from elsewhere.
-pub fn id_or_problem(id: String) -> Result<EquipmentId, ApiError> {
-    parse_id(id)
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use eq_actors::equipment::{Command, CommandError, Rejection};
+use eq_actors::equipment::{Action, Command, CommandError, Rejection};
 use eq_actors::shard::ShardHost;
 use eq_actors::store::EventStore;
 use eq_actors::{EquipmentId, Version};
@@ -97,6 +97,24 @@ impl AppState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// Builds a command from an API request's parts and its `If-Match` / `Idempotency-Key`.
+pub fn api_command(
+    id: EquipmentId,
+    action: Action,
+    updated_by: String,
+    if_match: Option<&str>,
+    idempotency_key: Option<String>,
+) -> Result<Command, ApiError> {
+    Ok(Command {
+        equipment_id: id,
+        action,
+        command_id: parse_key(idempotency_key)?,
+        expected_version: parse_if_match(if_match)?,
+        updated_by,
+        source: eq_actors::Source::Api,
+    })
 }
 
 /// `ETag` of a version.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use eq_actors::equipment::{Action, Command};
+use eq_actors::equipment::Action;
 use poem::web::Data;
 use poem_openapi::{
     OpenApi,
@@ -13,7 +13,7 @@ use poem_openapi::{
 use super::equipment::CommandResult;
 use super::models::SetStatus;
 use super::problem::ApiError;
-use super::{ApiTags, AppState, parse_id, parse_if_match, parse_key};
+use super::{ApiTags, AppState, api_command, parse_id};
 
 /// Operations of this tag (state comes from the request's data).
 pub struct StatusApi;
@@ -44,14 +44,8 @@ impl StatusApi {
     ) -> Result<CommandResult, ApiError> {
         let id = parse_id(id.0)?;
         let (change, by) = body.0.into_domain()?;
-        let command = Command {
-            equipment_id: id,
-            action: Action::SetStatus(change),
-            command_id: parse_key(idempotency_key.0)?,
-            expected_version: parse_if_match(if_match.0.as_deref())?,
-            updated_by: by,
-            source: eq_actors::Source::Api,
-        };
+        let action = Action::SetStatus(change);
+        let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 }

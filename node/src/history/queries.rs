@@ -21,6 +21,20 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// Keyset pagination: the query fetched `limit + 1` rows; an extra row means there is a
+    /// next page, which starts after the last row kept.
+    fn from_rows(mut items: Vec<T>, limit: u64, cursor_of: impl Fn(&T) -> String) -> Self {
+        let next_cursor = if items.len() as u64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 /// Lists equipment ordered by id, after `cursor` (an id), at most `limit`.
 pub async fn list_equipment(
     db: &DatabaseConnection,
@@ -82,16 +96,10 @@ pub async fn history(
     if let Some(after) = filter.after_version {
         query = query.filter(C::Version.gt(after));
     }
-    let mut items = query
+    let items = query
         .order_by_asc(C::Version)
         .limit(limit + 1)
         .all(db)
         .await?;
-    let next_cursor = if items.len() as u64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|m| m.version.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Ok(Page::from_rows(items, limit, |m| m.version.to_string()))
 }

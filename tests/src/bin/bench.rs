@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::jetstream::{self, context::Publish, stream};
+use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use eq_tests::postgres::DbKind;
 use eq_tests::{
@@ -182,7 +182,7 @@ async fn raw_baseline(nats: &NatsServer, args: &Args, with_msg_id: bool) -> anyh
             let (js, last, payload) = (js.clone(), last.clone(), payload.clone());
             async move {
                 let expected = last[idx].load(Ordering::Relaxed);
-                let mut message = Publish::build()
+                let mut message = PublishMessage::build()
                     .payload(payload)
                     .expected_last_subject_sequence(expected);
                 if with_msg_id {
@@ -312,31 +312,7 @@ async fn run_mode(args: &Args, sync_always: bool) -> anyhow::Result<ModeResult> 
 
 /// Registers `bench-0..n` over HTTP with `concurrency` requests in flight.
 async fn register_all(client: &ApiClient, n: usize, concurrency: usize) -> anyhow::Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next) = (client.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= n {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let answer = client
-                    .register(&format!("bench-{i}"), "bench", &format!("line-{}", i % 20))
-                    .await;
-                anyhow::ensure!(
-                    answer.status == 201 || answer.status == 409,
-                    "register: {:?}",
-                    answer.body
-                );
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    register_range(client, 0, n, concurrency).await
 }
 
 /// RSS growth per active actor with `n` machines active at once.
