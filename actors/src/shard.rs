@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort,
     SupervisionEvent, concurrency,
@@ -18,8 +19,9 @@ use crate::equipment::actor::{CommandError, EquipmentActor, EquipmentArgs, Equip
 use crate::equipment::state::{Command, Equipment, Event, Rules};
 use crate::store::EventStore;
 
-/// Called with every event once JetStream acknowledged it (live fan-out hooks in here).
-pub type EventListener = Arc<dyn Fn(&Event) + Send + Sync>;
+/// Called with every event (and its JSON, as stored) once JetStream acknowledged it; live
+/// fan-out hooks in here.
+pub type EventListener = Arc<dyn Fn(&Event, &Bytes) + Send + Sync>;
 
 /// What every actor of a node shares.
 pub struct ShardContext {
@@ -29,9 +31,9 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
-    pub(crate) fn notify(&self, event: &Event) {
+    pub(crate) fn notify(&self, event: &Event, payload: &Bytes) {
         if let Some(listener) = &self.listener {
-            listener(event);
+            listener(event, payload);
         }
     }
 }

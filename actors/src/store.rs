@@ -33,9 +33,11 @@ pub enum StoreError {
 }
 
 /// What an append produced.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Appended {
     pub seq: u64,
+    /// The event's JSON as stored.
+    pub payload: Bytes,
     /// JetStream recognised the `Nats-Msg-Id` and stored nothing new.
     pub duplicate: bool,
 }
@@ -134,8 +136,9 @@ impl EventStore {
             seq: 0,
             reason: e.to_string(),
         })?;
+        let payload = Bytes::from(payload);
         let mut message = PublishMessage::build()
-            .payload(Bytes::from(payload))
+            .payload(payload.clone())
             .expected_last_subject_sequence(expected_last_seq);
         if let Some(key) = &event.command_id {
             message = message.message_id(format!("{}:{}", event.equipment_id, key));
@@ -148,6 +151,7 @@ impl EventStore {
         match ack_future.await {
             Ok(ack) => Ok(Appended {
                 seq: ack.sequence,
+                payload,
                 duplicate: ack.duplicate,
             }),
             Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {

@@ -24,8 +24,6 @@ pub struct Model {
     pub recorded_at_ms: i64,
     pub clock_suspect: bool,
     pub command_id: Option<String>,
-    /// The event exactly as stored in JetStream (JSON).
-    pub payload: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -26,7 +26,6 @@ enum EquipmentEvent {
     RecordedAtMs,
     ClockSuspect,
     CommandId,
-    Payload,
 }
 
 #[derive(DeriveIden)]
@@ -130,7 +129,6 @@ impl MigrationTrait for Migration {
                             .string_len(128)
                             .null(),
                     )
-                    .col(ColumnDef::new(EquipmentEvent::Payload).text().not_null())
                     .primary_key(
                         Index::create()
                             .col(EquipmentEvent::EquipmentId)

@@ -133,13 +133,15 @@ where
                 max_body_bytes: config.max_body_bytes,
             },
         );
-        let listener = poem::listener::TcpListener::bind(config.http_addr);
+        let acceptor = gateway::listener::NoDelayAcceptor::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
         let stop = shutdown.clone();
         let done = http_stopped.clone();
         let addr = config.http_addr;
         tasks.spawn(async move {
             info!(%addr, "HTTP gateway listening");
-            if let Err(error) = poem::Server::new(listener)
+            if let Err(error) = poem::Server::new_with_acceptor(acceptor)
                 .run_with_graceful_shutdown(app, stop.cancelled(), Some(Duration::from_secs(10)))
                 .await
             {

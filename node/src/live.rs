@@ -38,11 +38,9 @@ impl LivePublisher {
     pub fn listener(&self) -> EventListener {
         let tx = self.tx.clone();
         let subjects = self.subjects.clone();
-        Arc::new(move |event| {
+        Arc::new(move |event, payload| {
             let subject = subjects.live(&event.state.site, &event.state.line, &event.equipment_id);
-            if let Ok(payload) = serde_json::to_vec(event) {
-                let _ = tx.send((subject, Bytes::from(payload)));
-            }
+            let _ = tx.send((subject, payload.clone()));
         })
     }
 

@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use eq_node::{NodeConfig, dev, telemetry};
 use tokio_util::sync::CancellationToken;
 
+// mimalloc: glibc malloc took over a quarter of the node's CPU under load (perf), and
+// fragments badly with many small long-lived actor states.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "equipment-live",

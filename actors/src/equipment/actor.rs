@@ -120,14 +120,15 @@ impl Actor for EquipmentActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // The I/O futures are boxed: an actor's task is allocated at the size of its largest
+        // future, and the JetStream calls inline would make every idle actor several KiB.
         match message {
             EquipmentMsg::Execute(command, reply) => {
-                let result = state.execute(*command).await;
+                let result = Box::pin(state.execute(*command)).await;
                 let _ = reply.send(result);
             }
             EquipmentMsg::Get(reply) => {
-                let result = state
-                    .ensure_loaded()
+                let result = Box::pin(state.ensure_loaded())
                     .await
                     .map(|l| l.state.equipment.clone());
                 let _ = reply.send(result);
@@ -183,7 +184,7 @@ impl EquipmentActorState {
                             state: apply(previous, &event, appended.seq),
                             last_seq: appended.seq,
                         });
-                        self.ctx.notify(&event);
+                        self.ctx.notify(&event, &appended.payload);
                         Ok(Outcome {
                             equipment: event.state,
                             duplicate: false,

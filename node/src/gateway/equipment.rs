@@ -12,6 +12,7 @@ use poem_openapi::{
 
 use super::models::{EquipmentPage, EquipmentView, RegisterEquipment, Status, UpdateEquipment};
 use super::problem::ApiError;
+use super::token::Token;
 use super::{ApiTags, AppState, CommandAnswer, api_command, etag, parse_id};
 use crate::history::queries::{self, ListFilter};
 
@@ -83,8 +84,8 @@ impl EquipmentApi {
     async fn list(
         &self,
         state: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] site: Query<Option<String>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] line: Query<Option<String>>,
+        site: Query<Option<Token>>,
+        line: Query<Option<Token>>,
         status: Query<Option<Status>>,
         /// Include decommissioned machines.
         #[oai(default)]
@@ -96,21 +97,21 @@ impl EquipmentApi {
         )]
         limit: Query<u64>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<Token>>,
     ) -> Result<ManyEquipment, ApiError> {
         let db = state.db()?;
         let filter = ListFilter {
-            site: site.0,
-            line: line.0,
+            site: site.0.map(Token::into_inner),
+            line: line.0.map(Token::into_inner),
             status: status
                 .0
                 .map(|s| eq_actors::Status::from(s).as_str().to_string()),
             include_decommissioned: include_decommissioned.0,
         };
-        let page = queries::list_equipment(db, &filter, cursor.0.as_deref(), limit.0)
-            .await
-            .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?;
+        let page =
+            queries::list_equipment(db, &filter, cursor.0.as_ref().map(Token::as_str), limit.0)
+                .await
+                .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?;
         let items = page.items.into_iter().map(super::view_from_row).collect();
         Ok(ManyEquipment::Ok(Json(EquipmentPage {
             items,
@@ -130,9 +131,9 @@ impl EquipmentApi {
     async fn get(
         &self,
         state: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<Token>,
     ) -> Result<OneEquipment, ApiError> {
-        let id = parse_id(id.0)?;
+        let id = parse_id(id.0.into_inner())?;
         let view = state.current(&id).await?;
         let tag = etag(view.version);
         Ok(OneEquipment::Ok(Json(view), tag))
@@ -149,7 +150,7 @@ impl EquipmentApi {
     async fn update(
         &self,
         state: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<Token>,
         body: Json<UpdateEquipment>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
@@ -158,7 +159,7 @@ impl EquipmentApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
-        let id = parse_id(id.0)?;
+        let id = parse_id(id.0.into_inner())?;
         let (patch, by) = body.0.into_domain()?;
         let action = Action::UpdateMetadata(patch);
         let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
@@ -176,7 +177,7 @@ impl EquipmentApi {
     async fn decommission(
         &self,
         state: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<Token>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
@@ -187,7 +188,7 @@ impl EquipmentApi {
         #[oai(validator(max_length = 128))]
         updated_by: Query<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
-        let id = parse_id(id.0)?;
+        let id = parse_id(id.0.into_inner())?;
         let by = updated_by.0.unwrap_or_else(|| "api".into());
         let command = api_command(
             id,

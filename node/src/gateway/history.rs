@@ -13,6 +13,7 @@ use poem_openapi::{
 
 use super::models::{HistoryEntry, HistoryPage, status_from_str};
 use super::problem::ApiError;
+use super::token::Token;
 use super::{ApiTags, AppState, parse_id};
 use crate::history::queries::{self, HistoryFilter};
 
@@ -41,7 +42,7 @@ impl HistoryApi {
     async fn history(
         &self,
         state: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<Token>,
         /// Earliest `recorded_at`, inclusive.
         from: Query<Option<DateTime<Utc>>>,
         /// Latest `recorded_at`, exclusive.
@@ -53,10 +54,9 @@ impl HistoryApi {
         )]
         limit: Query<u64>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(pattern = r"^[0-9]{1,19}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<History, ApiError> {
-        let id = parse_id(id.0)?;
+        let id = parse_id(id.0.into_inner())?;
         let after_version = match cursor.0 {
             Some(c) => Some(
                 c.parse::<i64>()

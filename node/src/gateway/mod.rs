@@ -4,10 +4,12 @@
 
 pub mod equipment;
 pub mod history;
+pub mod listener;
 pub mod models;
 pub mod ops;
 pub mod problem;
 pub mod status;
+pub mod token;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -310,14 +312,18 @@ async fn to_problem(err: poem::Error) -> Response {
 /// Counts requests by status and logs slow ones.
 async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
     let started = Instant::now();
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
     let response = next.call(req).await?.into_response();
-    let status = response.status().as_u16();
+    let status = response.status();
     let elapsed = started.elapsed();
-    metrics::counter!("eq_http_requests_total", "status" => status.to_string()).increment(1);
+    metrics::counter!("eq_http_requests_total", "status" => status.as_str().to_owned())
+        .increment(1);
+    metrics::histogram!("eq_http_request_duration_seconds").record(elapsed.as_secs_f64());
     if elapsed > Duration::from_secs(1) {
-        tracing::warn!(%method, %path, status, elapsed_ms = elapsed.as_millis() as u64, "slow request");
+        let status = status.as_u16();
+        let path = uri.path();
+        tracing::warn!(%method, path, status, elapsed_ms = elapsed.as_millis() as u64, "slow request");
     }
     Ok(response)
 }

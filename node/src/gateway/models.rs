@@ -9,6 +9,8 @@ use eq_actors::domain::{
 use eq_actors::equipment::{Equipment, MetadataPatch, Registration, StatusChange};
 use poem_openapi::{Enum, Object};
 
+use super::token::Token;
+
 /// A machine's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
@@ -153,16 +155,13 @@ impl From<Equipment> for EquipmentView {
 #[oai(example)]
 pub struct RegisterEquipment {
     /// Equipment id, unique in the factory; also a NATS subject token.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub id: String,
+    pub id: Token,
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
     #[oai(default, validator(max_length = 2000))]
     pub description: String,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub site: String,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub line: String,
+    pub site: Token,
+    pub line: Token,
     #[oai(default, validator(max_items = 32))]
     pub tags: Vec<String>,
     /// Initial status (default `yellow`: registered, not yet reporting).
@@ -175,11 +174,11 @@ pub struct RegisterEquipment {
 impl poem_openapi::types::Example for RegisterEquipment {
     fn example() -> Self {
         RegisterEquipment {
-            id: "brick-press-1".into(),
+            id: Token("brick-press-1".into()),
             name: "Brick press 1".into(),
             description: "Hydraulic brick press".into(),
-            site: "brickworks".into(),
-            line: "line-1".into(),
+            site: Token("brickworks".into()),
+            line: Token("line-1".into()),
             tags: vec!["press".into()],
             status: Some(Status::Yellow),
             updated_by: Some("supervisor-2".into()),
@@ -190,7 +189,7 @@ impl poem_openapi::types::Example for RegisterEquipment {
 impl RegisterEquipment {
     /// Validates into the domain's id and registration.
     pub fn into_domain(self) -> Result<(EquipmentId, Registration, String), InvalidField> {
-        let id = EquipmentId::parse(self.id)?;
+        let id = EquipmentId::parse(self.id.into_inner())?;
         domain::check_text("name", &self.name, MAX_NAME_LEN)?;
         if self.name.trim().is_empty() {
             return Err(InvalidField::new("name", "must not be blank"));
@@ -203,8 +202,8 @@ impl RegisterEquipment {
             Registration {
                 name: self.name,
                 description: self.description,
-                site: Site::parse(self.site)?,
-                line: Line::parse(self.line)?,
+                site: Site::parse(self.site.into_inner())?,
+                line: Line::parse(self.line.into_inner())?,
                 tags: self.tags,
                 status: self.status.map_or(domain::Status::Yellow, Into::into),
             },
@@ -221,10 +220,8 @@ pub struct UpdateEquipment {
     pub name: Option<String>,
     #[oai(validator(max_length = 2000))]
     pub description: Option<String>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub site: Option<String>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub line: Option<String>,
+    pub site: Option<Token>,
+    pub line: Option<Token>,
     #[oai(validator(max_items = 32))]
     pub tags: Option<Vec<String>>,
     #[oai(validator(max_length = 128))]
@@ -237,7 +234,7 @@ impl poem_openapi::types::Example for UpdateEquipment {
             name: Some("Brick press 1 (rebuilt)".into()),
             description: None,
             site: None,
-            line: Some("line-2".into()),
+            line: Some(Token("line-2".into())),
             tags: None,
             updated_by: Some("supervisor-2".into()),
         }
@@ -263,8 +260,8 @@ impl UpdateEquipment {
             MetadataPatch {
                 name: self.name,
                 description: self.description,
-                site: self.site.map(Site::parse).transpose()?,
-                line: self.line.map(Line::parse).transpose()?,
+                site: self.site.map(|t| Site::parse(t.into_inner())).transpose()?,
+                line: self.line.map(|t| Line::parse(t.into_inner())).transpose()?,
                 tags: self.tags,
             },
             by,
@@ -278,8 +275,7 @@ impl UpdateEquipment {
 pub struct SetStatus {
     pub status: Status,
     /// Reason code (`^[A-Za-z0-9_-]{1,64}$`); some sites require one for `red`.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub reason: Option<String>,
+    pub reason: Option<Token>,
     /// Free text, at most 1000 characters.
     #[oai(validator(max_length = 1000))]
     pub note: Option<String>,
@@ -294,7 +290,7 @@ impl poem_openapi::types::Example for SetStatus {
     fn example() -> Self {
         SetStatus {
             status: Status::Red,
-            reason: Some("jam".into()),
+            reason: Some(Token("jam".into())),
             note: Some("clay jammed in the mould".into()),
             updated_by: Some("operator-7".into()),
             occurred_at: None,
@@ -311,7 +307,10 @@ impl SetStatus {
         Ok((
             StatusChange {
                 status: self.status.into(),
-                reason: self.reason.map(ReasonCode::parse).transpose()?,
+                reason: self
+                    .reason
+                    .map(|t| ReasonCode::parse(t.into_inner()))
+                    .transpose()?,
                 note: self.note,
                 occurred_at: self.occurred_at,
             },

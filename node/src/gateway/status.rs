@@ -13,6 +13,7 @@ use poem_openapi::{
 use super::equipment::CommandResult;
 use super::models::SetStatus;
 use super::problem::ApiError;
+use super::token::Token;
 use super::{ApiTags, AppState, api_command, parse_id};
 
 /// Operations of this tag (state comes from the request's data).
@@ -33,7 +34,7 @@ impl StatusApi {
     async fn set_status(
         &self,
         state: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))] id: Path<String>,
+        id: Path<Token>,
         body: Json<SetStatus>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
@@ -42,7 +43,7 @@ impl StatusApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
-        let id = parse_id(id.0)?;
+        let id = parse_id(id.0.into_inner())?;
         let (change, by) = body.0.into_domain()?;
         let action = Action::SetStatus(change);
         let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;

@@ -107,11 +107,7 @@ async fn consume(
         for message in &messages {
             let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             match decode(seq, &message.payload) {
-                Ok(event) => events.push(Decoded {
-                    seq,
-                    event,
-                    raw: String::from_utf8_lossy(&message.payload).into_owned(),
-                }),
+                Ok(event) => events.push(Decoded { seq, event }),
                 Err(error) => {
                     // Never written by this system; skip rather than block the history.
                     warn!(%error, subject = %message.subject, "undecodable event skipped");
@@ -218,8 +214,6 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
 pub struct Decoded {
     pub seq: u64,
     pub event: Event,
-    /// The payload exactly as stored in JetStream.
-    pub raw: String,
 }
 
 fn event_row(d: &Decoded) -> equipment_event::ActiveModel {
@@ -243,7 +237,6 @@ fn event_row(d: &Decoded) -> equipment_event::ActiveModel {
         recorded_at_ms: Set(e.recorded_at.timestamp_millis()),
         clock_suspect: Set(s.clock_suspect),
         command_id: Set(e.command_id.clone()),
-        payload: Set(d.raw.clone()),
     }
 }
 
