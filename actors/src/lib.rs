@@ -2,6 +2,7 @@
 //! machine and its ractor actor ([`equipment`]), shard supervisors ([`shard`]), the
 //! JetStream event store ([`store`]) and every NATS name ([`subjects`]).
 
+pub mod appender;
 pub mod domain;
 pub mod equipment;
 pub mod shard;

@@ -12,6 +12,7 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 
+use crate::appender::{Appender, Pending};
 use crate::domain::EquipmentId;
 use crate::equipment::state::{EquipmentState, Event, apply};
 use crate::subjects::Subjects;
@@ -55,14 +56,28 @@ pub struct EventStore {
     js: jetstream::Context,
     stream: Stream,
     subjects: Subjects,
+    /// Group commit of concurrent appends (None: one publish per append).
+    appender: Option<Appender>,
 }
 
 impl EventStore {
-    /// Creates (or updates) the events stream and returns a store over it.
+    /// Creates (or updates) the events stream and returns a store over it, appending one
+    /// publish per event.
     pub async fn open(
         js: jetstream::Context,
         subjects: Subjects,
         replicas: usize,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(js, subjects, replicas, false).await
+    }
+
+    /// Like [`open`](Self::open); with `group_commit`, concurrent appends of different
+    /// equipment share atomic batches (see [`crate::appender`]).
+    pub async fn open_with(
+        js: jetstream::Context,
+        subjects: Subjects,
+        replicas: usize,
+        group_commit: bool,
     ) -> Result<Self, StoreError> {
         let config = subjects.events_stream_config(replicas);
         let stream = match js.get_stream(subjects.events_stream()).await {
@@ -72,10 +87,12 @@ impl EventStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?,
         };
+        let appender = group_commit.then(|| Appender::start(js.clone()));
         Ok(Self {
             js,
             stream,
             subjects,
+            appender,
         })
     }
 
@@ -132,33 +149,45 @@ impl EventStore {
         ) {
             return Err(StoreError::Unavailable("not connected to NATS".into()));
         }
-        let payload = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
+        let payload = Bytes::from(serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
             seq: 0,
             reason: e.to_string(),
-        })?;
-        let payload = Bytes::from(payload);
-        let mut message = PublishMessage::build()
-            .payload(payload.clone())
-            .expected_last_subject_sequence(expected_last_seq);
-        if let Some(key) = &event.command_id {
-            message = message.message_id(format!("{}:{}", event.equipment_id, key));
-        }
-        let ack_future = self
-            .js
-            .send_publish(self.subjects.events(&event.equipment_id), message)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        match ack_future.await {
-            Ok(ack) => Ok(Appended {
-                seq: ack.sequence,
-                payload,
-                duplicate: ack.duplicate,
-            }),
-            Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
-                Err(StoreError::Fenced)
+        })?);
+        let subject = self.subjects.events(&event.equipment_id);
+        let msg_id = event
+            .command_id
+            .as_ref()
+            .map(|key| format!("{}:{}", event.equipment_id, key));
+        let (seq, duplicate) = match &self.appender {
+            Some(appender) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                appender.submit(Pending {
+                    subject,
+                    payload: payload.clone(),
+                    expected_last_seq,
+                    msg_id,
+                    reply,
+                })?;
+                answer
+                    .await
+                    .map_err(|_| StoreError::Unavailable("appender stopped".into()))??
             }
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        }
+            None => {
+                publish_one(
+                    &self.js,
+                    subject,
+                    payload.clone(),
+                    expected_last_seq,
+                    msg_id,
+                )
+                .await?
+            }
+        };
+        Ok(Appended {
+            seq,
+            duplicate,
+            payload,
+        })
     }
 
     /// Checks that JetStream answers (used by readiness).
@@ -167,6 +196,33 @@ impl EventStore {
             tokio::time::timeout(timeout, self.js.query_account()).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Publishes one message with fencing and dedupe headers; `(sequence, duplicate)`.
+pub(crate) async fn publish_one(
+    js: &jetstream::Context,
+    subject: String,
+    payload: Bytes,
+    expected_last_seq: u64,
+    msg_id: Option<String>,
+) -> Result<(u64, bool), StoreError> {
+    let mut message = PublishMessage::build()
+        .payload(payload)
+        .expected_last_subject_sequence(expected_last_seq);
+    if let Some(id) = msg_id {
+        message = message.message_id(id);
+    }
+    let ack_future = js
+        .send_publish(subject, message)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    match ack_future.await {
+        Ok(ack) => Ok((ack.sequence, ack.duplicate)),
+        Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
+            Err(StoreError::Fenced)
+        }
+        Err(e) => Err(StoreError::Unavailable(e.to_string())),
     }
 }
 

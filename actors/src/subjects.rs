@@ -112,6 +112,8 @@ impl Subjects {
             duplicate_window: DEDUPE_WINDOW,
             allow_direct: true,
             max_messages_per_subject: -1,
+            // Group commit (atomic batch publish, nats-server 2.12+).
+            allow_atomic_publish: true,
             ..Default::default()
         }
     }

@@ -50,6 +50,13 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
 
+    /// Group commit: concurrent appends of different equipment go to JetStream as one
+    /// atomic batch (one write, one fsync). Turn it on when nats-server runs with
+    /// `sync_interval: always` (it multiplies throughput there); with the default sync
+    /// interval single publishes pipeline better (see docs/BENCHMARKS.md).
+    #[arg(long, env = "EQ_GROUP_COMMIT", default_value_t = false, action = ArgAction::Set)]
+    pub group_commit: bool,
+
     /// Serve the HTTP gateway.
     #[arg(long, env = "EQ_GATEWAY", default_value_t = true, action = ArgAction::Set)]
     pub gateway: bool,

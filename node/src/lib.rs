@@ -57,7 +57,12 @@ where
         .context("connecting to NATS")?;
     let js = jetstream::new(client.clone());
     let store = retry_until_up("event stream", &shutdown, || {
-        EventStore::open(js.clone(), subjects.clone(), config.replicas)
+        EventStore::open_with(
+            js.clone(),
+            subjects.clone(),
+            config.replicas,
+            config.group_commit,
+        )
     })
     .await?;
 

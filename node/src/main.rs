@@ -66,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             tracing::info!(url = %nats.url, "dev nats-server running (devices and dashboards connect here)");
             config.nats_url = nats.url.clone();
+            // fsync per write: share fsyncs between machines.
+            config.group_commit |= sync_always;
             let result = eq_node::run_with(config, shutdown, |shards| async move {
                 if demo {
                     dev::register_demo(&shards).await?;

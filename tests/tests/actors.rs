@@ -14,10 +14,19 @@ use eq_actors::subjects::Subjects;
 use eq_tests::{NatsOptions, NatsServer, wait_for};
 
 async fn store(nats: &NatsServer) -> EventStore {
+    store_with(nats, false).await
+}
+
+async fn store_with(nats: &NatsServer, group_commit: bool) -> EventStore {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    EventStore::open(async_nats::jetstream::new(client), Subjects::default(), 1)
-        .await
-        .unwrap()
+    EventStore::open_with(
+        async_nats::jetstream::new(client),
+        Subjects::default(),
+        1,
+        group_commit,
+    )
+    .await
+    .unwrap()
 }
 
 async fn host(store: EventStore, idle: Duration) -> Arc<ShardHost> {
@@ -150,8 +159,17 @@ async fn jetstream_refuses_a_stale_writer() {
 
 #[tokio::test]
 async fn two_hosts_owning_the_same_shard_never_write_a_version_twice() {
+    two_hosts_on_one_shard(false).await;
+}
+
+#[tokio::test]
+async fn two_hosts_on_one_shard_with_group_commit_never_write_a_version_twice() {
+    two_hosts_on_one_shard(true).await;
+}
+
+async fn two_hosts_on_one_shard(group_commit: bool) {
     let nats = NatsServer::start(NatsOptions::default());
-    let store = store(&nats).await;
+    let store = store_with(&nats, group_commit).await;
     // Two "nodes" both believe they own every shard (a hand-off not yet noticed).
     let a = host(store.clone(), Duration::from_secs(600)).await;
     let b = host(store.clone(), Duration::from_secs(600)).await;
@@ -195,4 +213,44 @@ async fn two_hosts_owning_the_same_shard_never_write_a_version_twice() {
         seq += 1;
     }
     assert_eq!(seen, (1..=final_version).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_many_equipment_and_keeps_each_gapless() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let store = store_with(&nats, true).await;
+    let host = host(store.clone(), Duration::from_secs(600)).await;
+    let ids: Vec<String> = (0..64).map(|i| format!("g-{i}")).collect();
+    for id in &ids {
+        host.execute(register(id)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let status = [Status::Green, Status::Red, Status::Yellow][i % 3];
+                let outcome = host.execute(set(&id, status)).await.unwrap();
+                assert_eq!(outcome.equipment.version, Version(i as u64 + 2));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every event is in the stream once, and each equipment's versions are 1..=21 in order.
+    let mut per_id: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut seq = 1;
+    while let Ok(msg) = store.stream().direct_get(seq).await {
+        let event = eq_actors::store::decode(seq, &msg.payload).unwrap();
+        per_id
+            .entry(event.equipment_id.to_string())
+            .or_default()
+            .push(event.version.0);
+        seq += 1;
+    }
+    assert_eq!(per_id.len(), 64);
+    for (id, versions) in per_id {
+        assert_eq!(versions, (1..=21).collect::<Vec<u64>>(), "{id}");
+    }
 }
