@@ -1,6 +1,6 @@
 //! Shards: each is a ractor supervisor of the equipment actors whose ids hash to it. It
-//! activates actors on first use, passivates idle ones, and restarts one that panicked (its
-//! state comes back from its last event). [`ShardHost`] is a node's set of hosted shards and
+//! activates actors on first use, stops idle ones (keeping their state compactly), and
+//! restarts one that panicked (its state comes back from its last event). [`ShardHost`] is a node's set of hosted shards and
 //! the only way commands reach actors.
 
 use std::collections::HashMap;
@@ -15,9 +15,11 @@ use ractor::{
 use tracing::{info, warn};
 
 use crate::domain::{EquipmentId, ShardId, shard_of};
-use crate::equipment::actor::{CommandError, EquipmentActor, EquipmentArgs, EquipmentMsg, Outcome};
+use crate::equipment::actor::{
+    CommandError, EquipmentActor, EquipmentActorState, EquipmentArgs, EquipmentMsg, Outcome,
+};
 use crate::equipment::state::{Command, Equipment, Event, Rules};
-use crate::store::EventStore;
+use crate::store::{EventStore, Loaded};
 
 /// Called with every event (and its JSON, as stored) once JetStream acknowledged it; live
 /// fan-out hooks in here.
@@ -42,10 +44,10 @@ impl ShardContext {
 pub enum ShardMsg {
     /// Deliver a message to an equipment's actor, activating it if needed.
     Route(EquipmentId, EquipmentMsg),
-    /// Passivate actors idle for longer than the idle timeout.
+    /// Stop actors idle past `actor_idle`; forget states idle past `idle_timeout`.
     Sweep,
-    /// How many actors are active.
-    ActiveCount(RpcReplyPort<usize>),
+    /// How many actors are running, and how many machines have their state in memory.
+    Counts(RpcReplyPort<(usize, usize)>),
 }
 
 /// The shard supervisor actor.
@@ -55,51 +57,118 @@ pub struct Shard;
 pub struct ShardArgs {
     pub shard: ShardId,
     pub ctx: Arc<ShardContext>,
+    pub actor_idle: Duration,
     pub idle_timeout: Duration,
 }
 
-struct Active {
-    actor: ActorRef<EquipmentMsg>,
-    last_used: Instant,
+/// A machine this shard holds in memory.
+///
+/// A ractor actor costs ~7 KB however small its state (two channels and a task), so a
+/// machine only has one while it is busy. When its actor has been idle for `actor_idle`, the
+/// actor drains and hands its state back (ractor returns it in `ActorTerminated`); the
+/// shard keeps that compact state and starts a new actor from it on the next command, with
+/// no JetStream read. Messages that arrive while an actor is draining wait in `Stopping`
+/// and go to its successor, in order.
+enum Resident {
+    Active {
+        actor: ActorRef<EquipmentMsg>,
+        last_used: Instant,
+    },
+    Stopping {
+        pending: Vec<EquipmentMsg>,
+        last_used: Instant,
+    },
+    Idle {
+        state: Box<Loaded>,
+        last_used: Instant,
+    },
 }
 
-/// A shard's state: its active actors.
+impl Resident {
+    fn last_used(&self) -> Instant {
+        match self {
+            Resident::Active { last_used, .. }
+            | Resident::Stopping { last_used, .. }
+            | Resident::Idle { last_used, .. } => *last_used,
+        }
+    }
+}
+
+/// A shard's state: the machines it holds and which actor serves which machine.
 pub struct ShardState {
     shard: ShardId,
     ctx: Arc<ShardContext>,
+    actor_idle: Duration,
     idle_timeout: Duration,
-    active: HashMap<EquipmentId, Active>,
-    ids: HashMap<ActorId, EquipmentId>,
+    resident: HashMap<EquipmentId, Resident>,
+    actors: HashMap<ActorId, EquipmentId>,
+    running: usize,
 }
 
 impl ShardState {
+    /// Starts an actor for `id` (from a handed-back state if there is one), delivers
+    /// `messages` to it in order and records it as active.
     async fn activate(
         &mut self,
         supervisor: ActorCell,
-        id: &EquipmentId,
-    ) -> Result<ActorRef<EquipmentMsg>, ActorProcessingErr> {
+        id: EquipmentId,
+        preloaded: Option<Loaded>,
+        messages: Vec<EquipmentMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         let args = EquipmentArgs {
             id: id.clone(),
             ctx: self.ctx.clone(),
+            preloaded,
         };
         let (actor, _handle) = Actor::spawn_linked(None, EquipmentActor, args, supervisor).await?;
-        self.ids.insert(actor.get_id(), id.clone());
-        self.active.insert(
-            id.clone(),
-            Active {
-                actor: actor.clone(),
+        for message in messages {
+            // A fresh actor accepts messages; if it died already, the caller's reply port
+            // is dropped and the command is retried by `ShardHost::execute`.
+            let _ = actor.send_message(message);
+        }
+        self.actors.insert(actor.get_id(), id.clone());
+        self.resident.insert(
+            id,
+            Resident::Active {
+                actor,
                 last_used: Instant::now(),
             },
         );
+        self.running += 1;
         metrics::gauge!("eq_active_actors").increment(1.0);
-        Ok(actor)
+        Ok(())
     }
 
-    fn forget(&mut self, actor_id: ActorId) -> Option<EquipmentId> {
-        let id = self.ids.remove(&actor_id)?;
-        self.active.remove(&id);
+    /// An actor ended: keep its state (if any) or start its successor for waiting messages.
+    async fn on_actor_end(
+        &mut self,
+        supervisor: ActorCell,
+        actor_id: ActorId,
+        state: Option<Loaded>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(id) = self.actors.remove(&actor_id) else {
+            return Ok(());
+        };
+        self.running -= 1;
         metrics::gauge!("eq_active_actors").decrement(1.0);
-        Some(id)
+        let (pending, last_used) = match self.resident.remove(&id) {
+            Some(Resident::Stopping { pending, last_used }) => (pending, last_used),
+            Some(other) => (Vec::new(), other.last_used()),
+            None => (Vec::new(), Instant::now()),
+        };
+        if !pending.is_empty() {
+            return self.activate(supervisor, id, state, pending).await;
+        }
+        if let Some(state) = state {
+            self.resident.insert(
+                id,
+                Resident::Idle {
+                    state: Box::new(state),
+                    last_used,
+                },
+            );
+        }
+        Ok(())
     }
 }
 
@@ -113,14 +182,17 @@ impl Actor for Shard {
         myself: ActorRef<Self::Msg>,
         args: ShardArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let sweep_every = (args.idle_timeout / 4).max(Duration::from_millis(250));
+        let sweep_every = (args.actor_idle.min(args.idle_timeout) / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(5));
         myself.send_interval(sweep_every, || ShardMsg::Sweep);
         Ok(ShardState {
             shard: args.shard,
             ctx: args.ctx,
+            actor_idle: args.actor_idle,
             idle_timeout: args.idle_timeout,
-            active: HashMap::new(),
-            ids: HashMap::new(),
+            resident: HashMap::new(),
+            actors: HashMap::new(),
+            running: 0,
         })
     }
 
@@ -131,42 +203,65 @@ impl Actor for Shard {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ShardMsg::Route(id, msg) => {
-                let actor = match state.active.get_mut(&id) {
-                    Some(active) => {
-                        active.last_used = Instant::now();
-                        active.actor.clone()
+            ShardMsg::Route(id, msg) => match state.resident.get_mut(&id) {
+                Some(Resident::Active { actor, last_used }) => {
+                    *last_used = Instant::now();
+                    if let Err(MessagingErr::SendErr(msg)) = actor.send_message(msg) {
+                        // It is stopping on its own: wait for its state, then hand over.
+                        let last_used = *last_used;
+                        state.resident.insert(
+                            id,
+                            Resident::Stopping {
+                                pending: vec![msg],
+                                last_used,
+                            },
+                        );
                     }
-                    None => state.activate(myself.get_cell(), &id).await?,
-                };
-                if let Err(MessagingErr::SendErr(msg)) = actor.send_message(msg) {
-                    // The actor stopped between lookup and send: start a fresh one.
-                    state.forget(actor.get_id());
-                    let actor = state.activate(myself.get_cell(), &id).await?;
-                    let _ = actor.send_message(msg);
                 }
-            }
+                Some(Resident::Stopping { pending, last_used }) => {
+                    *last_used = Instant::now();
+                    pending.push(msg);
+                }
+                Some(Resident::Idle { .. }) | None => {
+                    let preloaded = match state.resident.remove(&id) {
+                        Some(Resident::Idle { state, .. }) => Some(*state),
+                        _ => None,
+                    };
+                    state
+                        .activate(myself.get_cell(), id, preloaded, vec![msg])
+                        .await?;
+                }
+            },
             ShardMsg::Sweep => {
                 let now = Instant::now();
-                let idle: Vec<ActorId> = state
-                    .active
-                    .values()
-                    .filter(|a| now.duration_since(a.last_used) >= state.idle_timeout)
-                    .map(|a| a.actor.get_id())
-                    .collect();
-                for actor_id in idle {
-                    if let Some(id) = state.ids.get(&actor_id).cloned()
-                        && let Some(active) = state.active.get(&id)
-                    {
-                        // Drain: anything already in its mailbox is still processed.
-                        let _ = active.actor.drain();
-                        state.forget(actor_id);
-                        metrics::counter!("eq_actor_passivations_total").increment(1);
+                let (actor_idle, idle_timeout) = (state.actor_idle, state.idle_timeout);
+                let mut forget = Vec::new();
+                for (id, resident) in state.resident.iter_mut() {
+                    let idle_for = now.duration_since(resident.last_used());
+                    match resident {
+                        Resident::Active { actor, last_used } if idle_for >= actor_idle => {
+                            // Drain: what is in its mailbox is still processed first.
+                            let _ = actor.drain();
+                            *resident = Resident::Stopping {
+                                pending: Vec::new(),
+                                last_used: *last_used,
+                            };
+                            metrics::counter!("eq_actor_passivations_total").increment(1);
+                        }
+                        Resident::Idle { .. } if idle_for >= idle_timeout => {
+                            forget.push(id.clone())
+                        }
+                        _ => {}
                     }
                 }
+                for id in forget {
+                    state.resident.remove(&id);
+                }
+                metrics::gauge!("eq_resident_machines", "shard" => state.shard.to_string())
+                    .set(state.resident.len() as f64);
             }
-            ShardMsg::ActiveCount(reply) => {
-                let _ = reply.send(state.active.len());
+            ShardMsg::Counts(reply) => {
+                let _ = reply.send((state.running, state.resident.len()));
             }
         }
         Ok(())
@@ -179,16 +274,23 @@ impl Actor for Shard {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match event {
+            SupervisionEvent::ActorTerminated(cell, final_state, _) => {
+                let loaded = final_state
+                    .and_then(|mut boxed| boxed.take::<EquipmentActorState>().ok())
+                    .and_then(EquipmentActorState::into_loaded);
+                state
+                    .on_actor_end(myself.get_cell(), cell.get_id(), loaded)
+                    .await?;
+            }
             SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some(id) = state.forget(cell.get_id()) {
+                if let Some(id) = state.actors.get(&cell.get_id()) {
                     warn!(equipment_id = %id, shard = %state.shard, %error, "equipment actor failed; restarting");
                     metrics::counter!("eq_actor_restarts_total").increment(1);
-                    // The new actor reads its state back from its last event.
-                    state.activate(myself.get_cell(), &id).await?;
                 }
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.forget(cell.get_id());
+                // No state is trusted after a panic: the successor reads its last event.
+                state
+                    .on_actor_end(myself.get_cell(), cell.get_id(), None)
+                    .await?;
             }
             _ => {}
         }
@@ -200,9 +302,9 @@ impl Actor for Shard {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        metrics::gauge!("eq_active_actors").decrement(state.active.len() as f64);
-        state.active.clear();
-        state.ids.clear();
+        metrics::gauge!("eq_active_actors").decrement(state.running as f64);
+        state.resident.clear();
+        state.actors.clear();
         Ok(())
     }
 }
@@ -212,7 +314,9 @@ impl Actor for Shard {
 pub struct ShardHostConfig {
     /// Number of shards in the cluster (fixed when the cluster is created).
     pub shard_count: u32,
-    /// Actors idle this long are passivated.
+    /// An actor idle this long stops and hands its state back to the shard.
+    pub actor_idle: Duration,
+    /// A machine idle this long is forgotten (read back from JetStream when used again).
     pub idle_timeout: Duration,
     /// How long a command may take, including retries after fencing or a restart.
     pub command_deadline: Duration,
@@ -222,6 +326,7 @@ impl Default for ShardHostConfig {
     fn default() -> Self {
         Self {
             shard_count: 64,
+            actor_idle: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             command_deadline: Duration::from_secs(10),
         }
@@ -265,6 +370,7 @@ impl ShardHost {
         let args = ShardArgs {
             shard,
             ctx: self.ctx.clone(),
+            actor_idle: self.config.actor_idle,
             idle_timeout: self.config.idle_timeout,
         };
         let (actor, _) = Actor::spawn(None, Shard, args).await?;
@@ -377,8 +483,17 @@ impl ShardHost {
         }
     }
 
-    /// How many equipment actors are active on this node.
+    /// How many equipment actors are running on this node.
     pub async fn active_actors(&self) -> usize {
+        self.counts().await.0
+    }
+
+    /// How many machines have their state in memory on this node (running or idle).
+    pub async fn resident_machines(&self) -> usize {
+        self.counts().await.1
+    }
+
+    async fn counts(&self) -> (usize, usize) {
         let shards: Vec<ActorRef<ShardMsg>> = self
             .shards
             .read()
@@ -386,15 +501,16 @@ impl ShardHost {
             .values()
             .cloned()
             .collect();
-        let mut total = 0;
+        let (mut running, mut resident) = (0, 0);
         for shard in shards {
             let (tx, rx) = concurrency::oneshot();
-            if shard.send_message(ShardMsg::ActiveCount(tx.into())).is_ok()
-                && let Ok(n) = rx.await
+            if shard.send_message(ShardMsg::Counts(tx.into())).is_ok()
+                && let Ok((r, m)) = rx.await
             {
-                total += n;
+                running += r;
+                resident += m;
             }
         }
-        total
+        (running, resident)
     }
 }

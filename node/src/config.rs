@@ -69,7 +69,12 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_HISTORY", default_value_t = true, action = ArgAction::Set)]
     pub history: bool,
 
-    /// Seconds an idle equipment actor stays in memory.
+    /// Seconds an idle equipment actor runs before it stops and hands its (compact) state
+    /// back to its shard.
+    #[arg(long, env = "EQ_ACTOR_IDLE_SECS", default_value_t = 30)]
+    pub actor_idle_secs: u64,
+
+    /// Seconds an idle machine's state stays in memory at all.
     #[arg(long, env = "EQ_IDLE_TIMEOUT_SECS", default_value_t = 600)]
     pub idle_timeout_secs: u64,
 
@@ -105,6 +110,10 @@ impl NodeConfig {
                 self.data_dir.join("history.db").display()
             )
         })
+    }
+
+    pub fn actor_idle(&self) -> Duration {
+        Duration::from_secs(self.actor_idle_secs.max(1))
     }
 
     pub fn idle_timeout(&self) -> Duration {

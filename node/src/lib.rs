@@ -85,6 +85,7 @@ where
     let shards = ShardHost::new(
         ShardHostConfig {
             shard_count: config.shards,
+            actor_idle: config.actor_idle(),
             idle_timeout: config.idle_timeout(),
             ..ShardHostConfig::default()
         },

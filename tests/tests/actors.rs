@@ -30,6 +30,10 @@ async fn store_with(nats: &NatsServer, group_commit: bool) -> EventStore {
 }
 
 async fn host(store: EventStore, idle: Duration) -> Arc<ShardHost> {
+    host_with(store, idle, idle * 2).await
+}
+
+async fn host_with(store: EventStore, actor_idle: Duration, idle: Duration) -> Arc<ShardHost> {
     let ctx = Arc::new(ShardContext {
         store,
         rules: Rules::default(),
@@ -38,6 +42,7 @@ async fn host(store: EventStore, idle: Duration) -> Arc<ShardHost> {
     let host = ShardHost::new(
         ShardHostConfig {
             shard_count: 4,
+            actor_idle,
             idle_timeout: idle,
             command_deadline: Duration::from_secs(5),
         },
@@ -105,9 +110,14 @@ async fn a_panicking_actor_is_restarted_with_its_state_intact() {
 }
 
 #[tokio::test]
-async fn idle_actors_are_passivated_and_reactivated_from_their_last_event() {
+async fn idle_actors_hand_back_their_state_and_idle_machines_are_forgotten() {
     let nats = NatsServer::start(NatsOptions::default());
-    let host = host(store(&nats).await, Duration::from_millis(400)).await;
+    let host = host_with(
+        store(&nats).await,
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+    )
+    .await;
     for i in 0..10 {
         host.execute(register(&format!("p-{i}"))).await.unwrap();
         host.execute(set(&format!("p-{i}"), Status::Yellow))
@@ -115,14 +125,56 @@ async fn idle_actors_are_passivated_and_reactivated_from_their_last_event() {
             .unwrap();
     }
     assert!(host.active_actors().await > 0);
-    wait_for("all actors passivated", Duration::from_secs(10), || {
+    // First the actors stop, but the machines stay in memory ...
+    wait_for("all actors stopped", Duration::from_secs(10), || {
         let host = host.clone();
         async move { (host.active_actors().await == 0).then_some(()) }
     })
     .await;
+    assert_eq!(host.resident_machines().await, 10);
+    // ... and a new actor continues from the handed-back state.
+    let next = host.execute(set("p-3", Status::Red)).await.unwrap();
+    assert_eq!(next.equipment.version, Version(3));
+    // Later the idle machines are forgotten entirely and read back from JetStream.
+    wait_for("machines forgotten", Duration::from_secs(10), || {
+        let host = host.clone();
+        async move { (host.resident_machines().await == 0).then_some(()) }
+    })
+    .await;
     let state = host.get(&id("p-3")).await.unwrap().unwrap();
-    assert_eq!(state.version, Version(2));
-    assert_eq!(state.status, Status::Yellow);
+    assert_eq!(state.version, Version(3));
+    assert_eq!(state.status, Status::Red);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_arriving_while_an_actor_stops_go_to_its_successor_in_order() {
+    let nats = NatsServer::start(NatsOptions::default());
+    // Actors stop after 10 ms idle, so commands keep racing the hand-over.
+    let host = host_with(
+        store(&nats).await,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+    )
+    .await;
+    let ids: Vec<String> = (0..16).map(|i| format!("r-{i}")).collect();
+    for id in &ids {
+        host.execute(register(id)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (n, id) in ids.clone().into_iter().enumerate() {
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..30u64 {
+                tokio::time::sleep(Duration::from_millis((i * 7 + n as u64) % 25)).await;
+                let outcome = host.execute(set(&id, Status::Green)).await.unwrap();
+                assert_eq!(outcome.equipment.version, Version(i + 2), "{id}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(host.resident_machines().await, ids.len());
 }
 
 #[tokio::test]

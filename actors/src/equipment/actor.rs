@@ -87,6 +87,8 @@ pub struct EquipmentActor;
 pub struct EquipmentArgs {
     pub id: EquipmentId,
     pub ctx: Arc<ShardContext>,
+    /// The state a previous actor of this machine handed back (no JetStream read needed).
+    pub preloaded: Option<Loaded>,
 }
 
 /// The actor's state: the machine's state is read lazily, on the first message, so that
@@ -110,7 +112,7 @@ impl Actor for EquipmentActor {
         Ok(EquipmentActorState {
             id: args.id,
             ctx: args.ctx,
-            loaded: None,
+            loaded: args.preloaded,
         })
     }
 
@@ -140,6 +142,11 @@ impl Actor for EquipmentActor {
 }
 
 impl EquipmentActorState {
+    /// The state to keep when the actor stops (None: not loaded or uncertain).
+    pub fn into_loaded(self) -> Option<Loaded> {
+        self.loaded
+    }
+
     async fn ensure_loaded(&mut self) -> Result<&Loaded, CommandError> {
         if self.loaded.is_none() {
             let loaded = self

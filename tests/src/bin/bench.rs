@@ -322,37 +322,75 @@ async fn register_all(client: &ApiClient, n: usize, concurrency: usize) -> anyho
     register_range(client, 0, n, concurrency).await
 }
 
-/// RSS growth per active actor with `n` machines active at once.
-async fn memory_per_actor(args: &Args) -> anyhow::Result<(f64, u64, f64)> {
-    eprintln!("== memory: {} active actors", args.memory_actors);
+/// Memory with `n` machines active at once.
+struct Memory {
+    machines: usize,
+    /// RSS growth per machine while every machine has a running ractor actor.
+    per_running_actor: f64,
+    /// RSS growth per machine once the actors handed their state back to the shards.
+    per_resident_machine: f64,
+    registration_rate: f64,
+}
+
+/// Registers `n` machines on a fresh node and measures the RSS growth per machine, with the
+/// given actor idle time, once `settled` holds for the node's (running, resident) counts.
+async fn rss_per_machine(
+    n: usize,
+    actor_idle_secs: u64,
+    expect_running: bool,
+) -> anyhow::Result<(f64, f64)> {
     let nats = NatsServer::start(NatsOptions::default());
     let db = TestDatabase::new(DbKind::Sqlite).await;
     // No history consumer in this node: its SQLite page cache would count as actor memory.
-    let node =
-        NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone()).arg("--history", "false"))
-            .await;
+    let options = NodeOptions::new(nats.url(), db.url.clone())
+        .arg("--history", "false")
+        .arg("--actor-idle-secs", actor_idle_secs);
+    let node = NodeProcess::start(options).await;
     let client = node.client();
     // Warm up the HTTP and NATS paths so their buffers are not counted.
     register_all(&client, 2_000, 64).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = node.rss_bytes();
     let started = Instant::now();
-    let rest = args.memory_actors.saturating_sub(2_000);
-    let shifted = ApiClient::new(client.base());
-    register_range(&shifted, 2_000, 2_000 + rest, 64).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rest = n.saturating_sub(2_000);
+    register_range(&client, 2_000, 2_000 + rest, 64).await?;
+    let rate = rest as f64 / started.elapsed().as_secs_f64();
+    wait_for("actors settled", Duration::from_secs(120), || {
+        let client = client.clone();
+        async move {
+            let running = metric(&client, "eq_active_actors").await as usize;
+            let settled = if expect_running {
+                running >= n
+            } else {
+                running == 0
+            };
+            settled.then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let after = node.rss_bytes();
-    let active = metric(&client, "eq_active_actors").await as u64;
-    anyhow::ensure!(
-        active as usize >= args.memory_actors,
-        "only {active} actors active"
+    Ok((after.saturating_sub(before) as f64 / rest as f64, rate))
+}
+
+async fn memory(args: &Args) -> anyhow::Result<Memory> {
+    eprintln!(
+        "== memory: {} machines, each with a running actor",
+        args.memory_actors
     );
-    Ok((
-        (after.saturating_sub(before)) as f64 / rest as f64,
-        active,
-        rest as f64 / elapsed,
-    ))
+    let (per_running_actor, registration_rate) =
+        rss_per_machine(args.memory_actors, 3600, true).await?;
+    eprintln!(
+        "== memory: {} machines, actors handed their state back",
+        args.memory_actors
+    );
+    let (per_resident_machine, _) = rss_per_machine(args.memory_actors, 1, false).await?;
+    Ok(Memory {
+        machines: args.memory_actors,
+        per_running_actor,
+        per_resident_machine,
+        registration_rate,
+    })
 }
 
 async fn register_range(
@@ -396,7 +434,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let memory = if args.memory_actors > 0 {
-        Some(memory_per_actor(&args).await?)
+        Some(memory(&args).await?)
     } else {
         None
     };
@@ -455,14 +493,23 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("| {mode} | {:.0} | {:.2} s |", r.max_lag, r.drain_seconds);
     }
-    if let Some((per_actor, active, reg_rate)) = memory {
+    if let Some(m) = memory {
         println!();
         println!(
-            "Memory: {active} actors active, RSS growth {:.0} bytes per active actor ({:.2} KiB); registration rate {:.0}/s",
-            per_actor,
-            per_actor / 1024.0,
-            reg_rate
+            "| memory, {} machines active at once | bytes per machine | KiB |",
+            m.machines
         );
+        println!("|---|---:|---:|");
+        for (what, bytes) in [
+            ("each with a running ractor actor", m.per_running_actor),
+            (
+                "actors stopped, state resident in the shard (ready, no JetStream read)",
+                m.per_resident_machine,
+            ),
+        ] {
+            println!("| {what} | {bytes:.0} | {:.2} |", bytes / 1024.0);
+        }
+        println!("(registration over HTTP: {:.0}/s)", m.registration_rate);
     }
     Ok(())
 }
