@@ -407,6 +407,11 @@ impl ShardHost {
         }
     }
 
+    /// Whether this node hosts a shard.
+    pub fn hosted_contains(&self, shard: ShardId) -> bool {
+        self.shards.read().expect("lock").contains_key(&shard)
+    }
+
     /// The shards hosted here.
     pub fn hosted(&self) -> Vec<ShardId> {
         let mut shards: Vec<ShardId> = self.shards.read().expect("lock").keys().copied().collect();

@@ -57,6 +57,14 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_GROUP_COMMIT", default_value_t = false, action = ArgAction::Set)]
     pub group_commit: bool,
 
+    /// Host shards of equipment actors (a gateway-only node routes every command).
+    #[arg(long, env = "EQ_HOST_SHARDS", default_value_t = true, action = ArgAction::Set)]
+    pub host_shards: bool,
+
+    /// Seconds a command may wait for its shard's owner (hand-offs) before a 503.
+    #[arg(long, env = "EQ_ROUTE_DEADLINE_SECS", default_value_t = 5)]
+    pub route_deadline_secs: u64,
+
     /// Serve the HTTP gateway.
     #[arg(long, env = "EQ_GATEWAY", default_value_t = true, action = ArgAction::Set)]
     pub gateway: bool,

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::cluster::router::Router;
 use anyhow::Context;
 use eq_actors::domain::{EquipmentId, Line, Site, Source, Status};
 use eq_actors::equipment::{Action, Command, CommandError, Registration, Rejection};
-use eq_actors::shard::ShardHost;
 use tokio::process::{Child, Command as Process};
 
 /// Finds a nats-server binary: `EQ_NATS_SERVER`, then `.tools/venv/bin/nats-server` (where
@@ -96,7 +96,7 @@ pub const DEMO_MACHINES: &[(&str, &str, &str)] = &[
 ];
 
 /// Registers the demo machines (again: an existing one is left as it is).
-pub async fn register_demo(shards: &ShardHost) -> anyhow::Result<()> {
+pub async fn register_demo(router: &Router) -> anyhow::Result<()> {
     for (id, name, line) in DEMO_MACHINES {
         let command = Command {
             equipment_id: EquipmentId::parse(*id)?,
@@ -113,7 +113,7 @@ pub async fn register_demo(shards: &ShardHost) -> anyhow::Result<()> {
             updated_by: "demo".into(),
             source: Source::System,
         };
-        match shards.execute(command).await {
+        match router.execute(command).await {
             Ok(_) | Err(CommandError::Rejected(Rejection::AlreadyExists)) => {}
             Err(e) => anyhow::bail!("registering demo machine {id}: {e}"),
         }

@@ -10,12 +10,13 @@ use eq_actors::domain::{
     self, EquipmentId, MAX_ACTOR_LEN, MAX_NOTE_LEN, ReasonCode, Source, Status,
 };
 use eq_actors::equipment::{Action, Command, StatusChange};
-use eq_actors::shard::ShardHost;
 use eq_actors::subjects::Subjects;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::cluster::router::Router;
 
 /// Largest accepted device message.
 pub const MAX_DEVICE_PAYLOAD: usize = 8 * 1024;
@@ -133,7 +134,7 @@ pub fn parse(subjects: &Subjects, subject: &str, payload: &[u8]) -> Result<Comma
 pub async fn run(
     client: async_nats::Client,
     subjects: Subjects,
-    shards: Arc<ShardHost>,
+    router: Arc<Router>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut subscription = client
@@ -150,8 +151,8 @@ pub async fn run(
         };
         let client = client.clone();
         let subjects = subjects.clone();
-        let shards = shards.clone();
-        tokio::spawn(async move { handle(client, subjects, shards, message).await });
+        let router = router.clone();
+        tokio::spawn(async move { handle(client, subjects, router, message).await });
     }
     let _ = subscription.unsubscribe().await;
     Ok(())
@@ -160,7 +161,7 @@ pub async fn run(
 async fn handle(
     client: async_nats::Client,
     subjects: Subjects,
-    shards: Arc<ShardHost>,
+    router: Arc<Router>,
     message: Message,
 ) {
     let reply = match parse(&subjects, &message.subject, &message.payload) {
@@ -173,7 +174,7 @@ async fn handle(
             }
         }
         Ok(command) => {
-            let result = shards.execute(command).await;
+            let result = router.execute(command).await;
             let outcome = match &result {
                 Ok(o) if o.duplicate => "duplicate",
                 Ok(_) => "accepted",

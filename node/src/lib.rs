@@ -2,6 +2,7 @@
 //! equipment actors, listens to devices and writes the history, each switchable by
 //! configuration. [`run`] is the entry point that `main.rs` and in-process tests call.
 
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod devices;
@@ -25,6 +26,8 @@ use tracing::{info, warn};
 
 pub use config::NodeConfig;
 
+use cluster::router::Router;
+
 /// Runs a node until `shutdown` is cancelled, then drains: stops taking requests, lets
 /// in-flight commands finish, stops the actors.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -38,7 +41,7 @@ pub async fn run_with<F, Fut>(
     on_started: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(Arc<ShardHost>) -> Fut,
+    F: FnOnce(Arc<Router>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let node_id = config.node_id();
@@ -91,10 +94,37 @@ where
         },
         ctx,
     );
-    shards
-        .host_all()
-        .await
-        .map_err(|e| anyhow::anyhow!("starting shards: {e}"))?;
+    // Membership, leader and assignment: this node hosts the shards assigned to it (all of
+    // them when it is alone).
+    let info = cluster::NodeInfo {
+        id: node_id.clone(),
+        hosts_shards: config.host_shards,
+        gateway: config.gateway,
+        history: config.history,
+        draining: false,
+        http_addr: config.http_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let membership = shutdown.child_token();
+    let cluster = retry_until_up("cluster membership", &shutdown, || {
+        cluster::Cluster::start(
+            js.clone(),
+            client.clone(),
+            subjects.clone(),
+            shards.clone(),
+            info.clone(),
+            config.replicas,
+            membership.clone(),
+        )
+    })
+    .await?;
+    let router = Arc::new(cluster::router::Router::new(
+        shards.clone(),
+        Some(cluster.clone()),
+        client.clone(),
+        subjects.clone(),
+        Duration::from_secs(config.route_deadline_secs.max(1)),
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     let workers = shutdown.child_token();
@@ -109,21 +139,23 @@ where
         ));
     }
     if config.devices {
-        let (client, subjects, shards, token) = (
+        let (client, subjects, router, token) = (
             client.clone(),
             subjects.clone(),
-            shards.clone(),
+            router.clone(),
             workers.clone(),
         );
         tasks.spawn(async move {
-            if let Err(error) = devices::run(client, subjects, shards, token).await {
+            if let Err(error) = devices::run(client, subjects, router, token).await {
                 warn!(%error, "device listener stopped");
             }
         });
     }
 
     let state = Arc::new(gateway::AppState {
-        shards: shards.clone(),
+        router: router.clone(),
+        cluster: cluster.clone(),
+        shutdown: shutdown.clone(),
         store,
         db,
         nats: client.clone(),
@@ -131,6 +163,7 @@ where
         draining: AtomicBool::new(false),
         node_id: node_id.clone(),
     });
+    let http_stop = CancellationToken::new();
     let http_stopped = CancellationToken::new();
     if config.gateway {
         let app = gateway::app(
@@ -142,7 +175,7 @@ where
         let acceptor = gateway::listener::NoDelayAcceptor::bind(config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
-        let stop = shutdown.clone();
+        let stop = http_stop.clone();
         let done = http_stopped.clone();
         let addr = config.http_addr;
         tasks.spawn(async move {
@@ -159,7 +192,7 @@ where
         http_stopped.cancel();
     }
 
-    on_started(shards.clone()).await?;
+    on_started(router.clone()).await?;
     info!(node = %node_id, nats = %config.nats_url, shards = config.shards, "node ready");
 
     shutdown.cancelled().await;
@@ -167,11 +200,26 @@ where
     state
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // The HTTP server finishes in-flight requests (and with them their commands) first.
+    // Hand the shards over first (the gateway keeps routing to their new owners meanwhile),
+    // unless no other node could take them.
+    cluster.set_draining().await;
+    let me = cluster.node_id().await;
+    let others = cluster
+        .view()
+        .await
+        .nodes
+        .iter()
+        .any(|n| n.id != me && n.hosts_shards && !n.draining);
+    if others && !cluster.wait_until_released(Duration::from_secs(20)).await {
+        warn!("shards were not all handed over in time");
+    }
+    // Then the HTTP server finishes in-flight requests (and with them their commands).
+    http_stop.cancel();
     http_stopped.cancelled().await;
     workers.cancel();
     while tasks.join_next().await.is_some() {}
-    shards.release_all();
+    membership.cancel();
+    cluster.leave().await;
     live.flush().await;
     let _ = client.flush().await;
     info!("node stopped");

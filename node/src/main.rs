@@ -68,9 +68,9 @@ async fn main() -> anyhow::Result<()> {
             config.nats_url = nats.url.clone();
             // fsync per write: share fsyncs between machines.
             config.group_commit |= sync_always;
-            let result = eq_node::run_with(config, shutdown, |shards| async move {
+            let result = eq_node::run_with(config, shutdown, |router| async move {
                 if demo {
-                    dev::register_demo(&shards).await?;
+                    dev::register_demo(&router).await?;
                     tracing::info!("demo machines registered");
                 }
                 Ok(())

@@ -14,7 +14,7 @@ use crate::shard::ShardContext;
 use crate::store::{Loaded, StoreError};
 
 /// The answer to a command that was accepted (or recognised as a retry).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// The resulting state (for a retry: the state the original command produced).
     pub equipment: Equipment,
@@ -23,7 +23,7 @@ pub struct Outcome {
 }
 
 /// Why a command got no outcome.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CommandError {
     /// The state machine refused it; nothing was written.
     #[error(transparent)]

@@ -155,7 +155,7 @@ pub enum Action {
 }
 
 /// A command to one equipment, already validated at the edge.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     /// The equipment this command is addressed to.
     pub equipment_id: EquipmentId,
@@ -198,7 +198,7 @@ impl Default for Rules {
 }
 
 /// Why a command was refused. Each maps to one HTTP status and one NATS error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Rejection {
     #[error("equipment not found")]
     NotFound,

@@ -2,6 +2,7 @@
 //! middleware every request passes (body limit, errors as `application/problem+json`,
 //! request metrics).
 
+pub mod cluster;
 pub mod equipment;
 pub mod history;
 pub mod listener;
@@ -15,8 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::cluster::Cluster;
+use crate::cluster::router::Router;
 use eq_actors::equipment::{Action, Command, CommandError, Rejection};
-use eq_actors::shard::ShardHost;
 use eq_actors::store::EventStore;
 use eq_actors::{EquipmentId, Version};
 use eq_entities::equipment as equipment_row;
@@ -37,11 +39,16 @@ pub enum ApiTags {
     Status,
     /// What happened, when.
     History,
+    /// Nodes, leader, shard owners; draining a node.
+    Cluster,
 }
 
 /// What the API handlers share.
 pub struct AppState {
-    pub shards: Arc<ShardHost>,
+    pub router: Arc<Router>,
+    pub cluster: Arc<Cluster>,
+    /// Cancelling it drains and stops the node (SIGTERM, or the admin endpoint).
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub store: EventStore,
     pub db: Option<DatabaseConnection>,
     pub nats: async_nats::Client,
@@ -60,7 +67,7 @@ impl AppState {
     /// Runs a command on the owning actor and counts the outcome.
     pub async fn execute(&self, command: Command) -> Result<CommandAnswer, ApiError> {
         let started = Instant::now();
-        let result = self.shards.execute(command).await;
+        let result = self.router.execute(command).await;
         let outcome = match &result {
             Ok(o) if o.duplicate => "duplicate",
             Ok(_) => "accepted",
@@ -192,6 +199,7 @@ pub fn api_service() -> OpenApiService<
         equipment::EquipmentApi,
         status::StatusApi,
         history::HistoryApi,
+        cluster::ClusterApi,
     ),
     (),
 > {
@@ -200,6 +208,7 @@ pub fn api_service() -> OpenApiService<
             equipment::EquipmentApi,
             status::StatusApi,
             history::HistoryApi,
+            cluster::ClusterApi,
         ),
         "Equipment Live",
         env!("CARGO_PKG_VERSION"),

@@ -28,13 +28,16 @@ pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
         None => true,
     };
     let draining = state.is_draining();
-    let ready = nats && jetstream && database && !draining;
+    // A shard host is ready once it knows which shards are its own.
+    let cluster = state.cluster.is_settled();
+    let ready = nats && jetstream && database && cluster && !draining;
     metrics::gauge!("eq_ready").set(if ready { 1.0 } else { 0.0 });
     let body = serde_json::json!({
         "ready": ready,
         "nats": nats,
         "jetstream": jetstream,
         "database": database,
+        "cluster": cluster,
         "draining": draining,
         "node": state.node_id,
     });

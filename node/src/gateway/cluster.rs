@@ -1,0 +1,99 @@
+//! `Cluster` operations: who is in the cluster, who leads, which node owns which shard; and
+//! the admin drain.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::problem::ApiError;
+use super::{ApiTags, AppState};
+
+/// A node of the cluster.
+#[derive(Debug, Clone, Object)]
+pub struct ClusterNode {
+    pub id: String,
+    /// Runs equipment actors.
+    pub hosts_shards: bool,
+    pub gateway: bool,
+    pub history: bool,
+    /// Leaving: its shards are moving away.
+    pub draining: bool,
+    pub http_addr: String,
+    pub version: String,
+    /// How many shards it owns in the current assignment.
+    pub shards: u32,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone, Object)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node: String,
+    pub leader: Option<String>,
+    /// Grows with every change of the assignment.
+    pub epoch: u64,
+    pub nodes: Vec<ClusterNode>,
+    /// `owners[shard]`: the node that owns each shard (null while unassigned).
+    pub owners: Vec<Option<String>>,
+}
+
+#[derive(ApiResponse)]
+pub enum StatusAnswer {
+    #[oai(status = 200)]
+    Ok(Json<ClusterStatus>),
+}
+
+#[derive(ApiResponse)]
+pub enum DrainAnswer {
+    /// The node is draining: it hands its shards over, finishes in-flight commands, exits.
+    #[oai(status = 202)]
+    Accepted,
+}
+
+/// Operations of this tag (state comes from the request's data).
+pub struct ClusterApi;
+
+#[OpenApi(tag = "ApiTags::Cluster")]
+impl ClusterApi {
+    /// The cluster
+    ///
+    /// Nodes (with their roles and whether they are draining), the leader, and the owner of
+    /// every shard.
+    #[oai(path = "/v1/cluster", method = "get", operation_id = "getCluster")]
+    async fn status(&self, state: Data<&Arc<AppState>>) -> Result<StatusAnswer, ApiError> {
+        let view = state.cluster.view().await;
+        let nodes = view
+            .nodes
+            .into_iter()
+            .map(|n| ClusterNode {
+                shards: view.assignment.shards_of(&n.id).len() as u32,
+                id: n.id,
+                hosts_shards: n.hosts_shards,
+                gateway: n.gateway,
+                history: n.history,
+                draining: n.draining,
+                http_addr: n.http_addr,
+                version: n.version,
+            })
+            .collect();
+        Ok(StatusAnswer::Ok(Json(ClusterStatus {
+            node: view.me,
+            leader: view.leader,
+            epoch: view.assignment.epoch,
+            nodes,
+            owners: view.assignment.owners,
+        })))
+    }
+
+    /// Drain this node
+    ///
+    /// Same as SIGTERM: the node stops taking new shards, hands its shards to other nodes,
+    /// finishes in-flight commands, then exits. `/readyz` turns false at once.
+    #[oai(path = "/v1/admin/drain", method = "post", operation_id = "drainNode")]
+    async fn drain(&self, state: Data<&Arc<AppState>>) -> Result<DrainAnswer, ApiError> {
+        tracing::info!("drain requested over HTTP");
+        state.shutdown.cancel();
+        Ok(DrainAnswer::Accepted)
+    }
+}
