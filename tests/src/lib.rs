@@ -4,6 +4,7 @@
 //! the API and a poll-with-deadline helper (tests wait for conditions, never fixed sleeps).
 
 pub mod client;
+pub mod load;
 pub mod nats;
 pub mod node;
 pub mod postgres;

@@ -160,6 +160,13 @@ impl NodeProcess {
         self.wait_ready().await;
     }
 
+    /// Starts the process again after `terminate` or `kill` (same ports, data dir, options)
+    /// and waits until ready.
+    pub async fn relaunch(&mut self) {
+        self.launch();
+        self.wait_ready().await;
+    }
+
     /// Resident memory of the process in bytes (from /proc).
     pub fn rss_bytes(&self) -> u64 {
         let pid = self.pid().expect("running");

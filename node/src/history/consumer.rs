@@ -46,14 +46,16 @@ pub async fn run(
     }
 }
 
-/// The consumer's configuration (durable, ack-all, every event since the beginning).
+/// The consumer's configuration (durable, explicit acks, every event since the beginning).
 pub fn consumer_config(subjects: &Subjects) -> pull::Config {
     pull::Config {
         durable_name: Some(HISTORY_CONSUMER.to_string()),
         description: Some("Equipment Live history writer".into()),
         filter_subject: subjects.events_all(),
         deliver_policy: DeliverPolicy::All,
-        ack_policy: AckPolicy::All,
+        // Explicit, per message: with several nodes pulling from the one durable consumer,
+        // an ack-all by one node would also acknowledge what another node has not committed.
+        ack_policy: AckPolicy::Explicit,
         // Short, because messages a crashed node held are redelivered only after it; a
         // redelivery is harmless (ON CONFLICT DO NOTHING).
         ack_wait: Duration::from_secs(5),
@@ -116,8 +118,9 @@ async fn consume(
             }
         }
         write_with_retry(db, &events, shutdown).await?;
-        if let Some(last) = messages.last() {
-            last.ack()
+        for message in &messages {
+            message
+                .ack()
                 .await
                 .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
         }
