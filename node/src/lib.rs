@@ -105,7 +105,8 @@ where
         http_addr: config.http_addr.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let membership = shutdown.child_token();
+    // Not a child of `shutdown`: membership must keep running while the node drains.
+    let membership = CancellationToken::new();
     let cluster = retry_until_up("cluster membership", &shutdown, || {
         cluster::Cluster::start(
             js.clone(),

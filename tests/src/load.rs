@@ -47,8 +47,13 @@ impl Load {
         let client = ApiClient::new("http://unused");
         let mut tasks = Vec::new();
         for w in 0..workers {
-            let (gateways, stop, report, acked, http) =
-                (gateways.clone(), stop.clone(), report.clone(), acked.clone(), client.http().clone());
+            let (gateways, stop, report, acked, http) = (
+                gateways.clone(),
+                stop.clone(),
+                report.clone(),
+                acked.clone(),
+                client.http().clone(),
+            );
             let mine: Vec<String> = ids.iter().skip(w).step_by(workers).cloned().collect();
             tasks.push(tokio::spawn(async move {
                 let mut i = w;
@@ -135,7 +140,11 @@ async fn change(
                 let value: Value = response.json().await.unwrap_or(Value::Null);
                 let version = value["version"].as_u64().unwrap_or(0);
                 let status = value["status"].as_str().unwrap_or_default().to_string();
-                report.lock().unwrap().acked.insert((id.to_string(), version), status);
+                report
+                    .lock()
+                    .unwrap()
+                    .acked
+                    .insert((id.to_string(), version), status);
                 acked.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -188,7 +197,10 @@ pub async fn verify_history(client: &ApiClient, ids: &[String], report: &LoadRep
             .map(|(_, v)| *v)
             .max()
             .unwrap_or(1);
-        assert!(version >= max_acked, "{id}: state v{version} lost acknowledged v{max_acked}");
+        assert!(
+            version >= max_acked,
+            "{id}: state v{version} lost acknowledged v{max_acked}"
+        );
         let items = crate::wait_for(&format!("history of {id}"), Duration::from_secs(60), || {
             let client = client.clone();
             let id = id.clone();
@@ -198,7 +210,10 @@ pub async fn verify_history(client: &ApiClient, ids: &[String], report: &LoadRep
             }
         })
         .await;
-        let versions: Vec<u64> = items.iter().map(|i| i["version"].as_u64().unwrap()).collect();
+        let versions: Vec<u64> = items
+            .iter()
+            .map(|i| i["version"].as_u64().unwrap())
+            .collect();
         assert_eq!(
             versions,
             (1..=version).collect::<Vec<u64>>(),

@@ -7,32 +7,42 @@ use std::time::Duration;
 
 use eq_tests::load::{Load, verify_history};
 use eq_tests::postgres::DbKind;
-use eq_tests::{ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
+use eq_tests::{
+    ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for,
+};
 
 /// Waits until `client`'s node sees `nodes` shard hosts owning every shard, evenly.
 async fn wait_balanced(client: &ApiClient, nodes: usize) {
-    wait_for(&format!("{nodes} nodes sharing the shards evenly"), Duration::from_secs(60), || {
-        let client = client.clone();
-        async move {
-            let answer = client.send(client.http().get(client.url("/v1/cluster"))).await.ok()?;
-            let owners = answer.body["owners"].as_array()?.clone();
-            let live: Vec<String> = answer.body["nodes"]
-                .as_array()?
-                .iter()
-                .filter(|n| n["hosts_shards"] == true && n["draining"] == false)
-                .filter_map(|n| n["id"].as_str().map(str::to_string))
-                .collect();
-            if live.len() != nodes || owners.iter().any(|o| o.is_null()) {
-                return None;
+    wait_for(
+        &format!("{nodes} nodes sharing the shards evenly"),
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                let answer = client
+                    .send(client.http().get(client.url("/v1/cluster")))
+                    .await
+                    .ok()?;
+                let owners = answer.body["owners"].as_array()?.clone();
+                let live: Vec<String> = answer.body["nodes"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["hosts_shards"] == true && n["draining"] == false)
+                    .filter_map(|n| n["id"].as_str().map(str::to_string))
+                    .collect();
+                if live.len() != nodes || owners.iter().any(|o| o.is_null()) {
+                    return None;
+                }
+                let mut counts: BTreeMap<String, usize> =
+                    live.iter().map(|n| (n.clone(), 0)).collect();
+                for o in owners {
+                    *counts.get_mut(o.as_str()?)? += 1;
+                }
+                let (min, max) = (counts.values().min()?, counts.values().max()?);
+                (max - min <= 1).then_some(())
             }
-            let mut counts: BTreeMap<String, usize> = live.iter().map(|n| (n.clone(), 0)).collect();
-            for o in owners {
-                *counts.get_mut(o.as_str()?)? += 1;
-            }
-            let (min, max) = (counts.values().min()?, counts.values().max()?);
-            (max - min <= 1).then_some(())
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -47,7 +57,9 @@ async fn start_nodes(nats: &NatsServer, db: &TestDatabase, n: usize) -> Vec<Node
 async fn register(client: &ApiClient, count: usize) -> Vec<String> {
     let ids: Vec<String> = (0..count).map(|i| format!("cl-{i}")).collect();
     for id in &ids {
-        let answer = client.register(id, "plant-a", &format!("line-{}", id.len() % 3)).await;
+        let answer = client
+            .register(id, "plant-a", &format!("line-{}", id.len() % 3))
+            .await;
         assert_eq!(answer.status, 201, "{:?}", answer.body);
     }
     ids
@@ -60,13 +72,21 @@ async fn three_nodes_lose_nothing_when_one_is_killed_under_load() {
     let mut nodes = start_nodes(&nats, &db, 3).await;
     wait_balanced(&nodes[0].client(), 3).await;
     let ids = register(&nodes[0].client(), 30).await;
-    let load = Load::start(nodes.iter().map(|n| n.base_url()).collect(), ids.clone(), 12);
+    let load = Load::start(
+        nodes.iter().map(|n| n.base_url()).collect(),
+        ids.clone(),
+        12,
+    );
     load.wait_for_more(200, Duration::from_secs(30)).await;
     nodes[1].kill();
     // Its shards come back on the other two once its heartbeat expires.
     load.wait_for_more(300, Duration::from_secs(30)).await;
     let report = load.stop().await;
-    assert!(report.failed.is_empty(), "failed requests: {:?}", report.failed);
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
     wait_balanced(&nodes[0].client(), 2).await;
     verify_history(&nodes[0].client(), &ids, &report).await;
 }
@@ -78,18 +98,31 @@ async fn rolling_restart_of_three_nodes_fails_no_request() {
     let mut nodes = start_nodes(&nats, &db, 3).await;
     wait_balanced(&nodes[0].client(), 3).await;
     let ids = register(&nodes[0].client(), 30).await;
-    let load = Load::start(nodes.iter().map(|n| n.base_url()).collect(), ids.clone(), 12);
+    let load = Load::start(
+        nodes.iter().map(|n| n.base_url()).collect(),
+        ids.clone(),
+        12,
+    );
     load.wait_for_more(100, Duration::from_secs(30)).await;
     for i in 0..nodes.len() {
+        let t = std::time::Instant::now();
         let status = nodes[i].terminate();
         assert!(status.success(), "node {i} exited with {status}");
+        eprintln!("node {i} drained and exited in {:?}", t.elapsed());
         load.wait_for_more(50, Duration::from_secs(30)).await;
+        eprintln!("load continued after {:?}", t.elapsed());
         nodes[i].relaunch().await;
+        eprintln!("node {i} ready again after {:?}", t.elapsed());
         wait_balanced(&nodes[(i + 1) % 3].client(), 3).await;
+        eprintln!("balanced after {:?}", t.elapsed());
         load.wait_for_more(50, Duration::from_secs(30)).await;
     }
     let report = load.stop().await;
-    assert!(report.failed.is_empty(), "failed requests: {:?}", report.failed);
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
     verify_history(&nodes[0].client(), &ids, &report).await;
 }
 
@@ -111,6 +144,10 @@ async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request
     wait_balanced(&nodes[0].client(), 3).await;
     load.wait_for_more(100, Duration::from_secs(30)).await;
     let report = load.stop().await;
-    assert!(report.failed.is_empty(), "failed requests: {:?}", report.failed);
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
     verify_history(&nodes[2].client(), &ids, &report).await;
 }
