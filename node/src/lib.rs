@@ -55,7 +55,7 @@ where
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)))
-        .connect(config.nats_url.as_str())
+        .connect(nats_servers(&config.nats_url)?)
         .await
         .context("connecting to NATS")?;
     let js = jetstream::new(client.clone());
@@ -225,6 +225,16 @@ where
     let _ = client.flush().await;
     info!("node stopped");
     Ok(())
+}
+
+/// Parses `nats://a:4222,nats://b:4222` into the server list (the client tries them all
+/// and follows the cluster's own gossip too).
+fn nats_servers(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().with_context(|| format!("invalid NATS URL {u:?}")))
+        .collect()
 }
 
 /// Retries `attempt` every second until it succeeds or the node shuts down; start-up waits

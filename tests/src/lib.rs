@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::ApiClient;
-pub use nats::{NatsOptions, NatsServer};
+pub use nats::{NatsCluster, NatsOptions, NatsServer};
 pub use node::{NodeOptions, NodeProcess};
 pub use postgres::TestDatabase;
 

@@ -27,6 +27,20 @@ pub fn nats_server_binary() -> PathBuf {
 pub struct NatsOptions {
     /// `sync_interval: always`: fsync every write.
     pub sync_always: bool,
+    /// More configuration (e.g. a `cluster {}` block).
+    pub extra_config: String,
+    /// Internal: skip waiting for the port in `launch` (clustered servers wait later).
+    wait: bool,
+}
+
+impl NatsOptions {
+    /// fsync every write.
+    pub fn durable() -> Self {
+        Self {
+            sync_always: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// A running (or stopped) nats-server.
@@ -70,10 +84,11 @@ impl NatsServer {
             ""
         };
         let config = format!(
-            "listen: 127.0.0.1:{}\nserver_name: eq-test-{}\njetstream {{\n  store_dir: \"{}\"\n{sync}}}\n",
+            "listen: 127.0.0.1:{}\nserver_name: eq-test-{}\njetstream {{\n  store_dir: \"{}\"\n{sync}}}\n{}",
             self.port,
             self.port,
-            self.dir.path().join("js").display()
+            self.dir.path().join("js").display(),
+            self.options.extra_config
         );
         let config_path = self.dir.path().join("nats.conf");
         std::fs::write(&config_path, config).expect("writing nats config");
@@ -90,6 +105,12 @@ impl NatsServer {
             .spawn()
             .expect("starting nats-server (run scripts/install-nats-server.sh)");
         self.child = Some(child);
+        if self.options.wait || self.options.extra_config.is_empty() {
+            self.wait_listening();
+        }
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
@@ -119,5 +140,59 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Three nats-servers in one JetStream cluster on loopback, each killable on its own.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three clustered servers (JetStream, `sync_interval: always`).
+    pub fn start() -> Self {
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut servers = Vec::new();
+        for i in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("eq-natsc-")
+                .tempdir()
+                .expect("temp dir");
+            let routes: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("nats-route://127.0.0.1:{}", route_ports[j]))
+                .collect();
+            let extra = format!(
+                "cluster {{\n  name: eq-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                route_ports[i],
+                routes.join(", ")
+            );
+            let mut server = NatsServer {
+                port: client_ports[i],
+                dir,
+                options: NatsOptions {
+                    sync_always: true,
+                    extra_config: extra,
+                    wait: false,
+                },
+                child: None,
+            };
+            server.launch();
+            servers.push(server);
+        }
+        for server in &servers {
+            server.wait_listening();
+        }
+        Self { servers }
+    }
+
+    /// All three client URLs, comma-separated (what a node is given).
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| s.url())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -151,3 +151,32 @@ async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request
     );
     verify_history(&nodes[2].client(), &ids, &report).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
+    let nats = eq_tests::NatsCluster::start();
+    let db = TestDatabase::new(DbKind::Postgres).await;
+    let options = || {
+        NodeOptions::new(nats.urls(), db.url.clone())
+            .arg("--replicas", 3)
+            .arg("--group-commit", true)
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(NodeProcess::start(options()).await);
+    }
+    wait_balanced(&nodes[0].client(), 2).await;
+    let ids = register(&nodes[0].client(), 20).await;
+    let load = Load::start(nodes.iter().map(|n| n.base_url()).collect(), ids.clone(), 8);
+    load.wait_for_more(100, Duration::from_secs(60)).await;
+    let mut nats = nats;
+    nats.servers[1].stop();
+    load.wait_for_more(200, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
+    verify_history(&nodes[0].client(), &ids, &report).await;
+}

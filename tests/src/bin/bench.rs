@@ -228,7 +228,11 @@ async fn run_mode(args: &Args, sync_always: bool) -> anyhow::Result<ModeResult> 
         "default sync"
     };
     eprintln!("== {label}: raw JetStream baseline");
-    let nats = NatsServer::start(NatsOptions { sync_always });
+    let nats = NatsServer::start(if sync_always {
+        NatsOptions::durable()
+    } else {
+        NatsOptions::default()
+    });
     let raw = raw_baseline(&nats, args, false).await?;
     let raw_msgid = raw_baseline(&nats, args, true).await?;
 
