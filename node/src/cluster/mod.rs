@@ -35,7 +35,7 @@ use router::ShardServer;
 /// How often a node renews its membership (and the leader its lease).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node (or leader) that stops renewing is gone after this long.
-pub const NODE_TTL: Duration = Duration::from_secs(4);
+pub const NODE_TTL: Duration = Duration::from_secs(3);
 
 const LEADER_KEY: &str = "leader";
 const ASSIGNMENT_KEY: &str = "assignment";
@@ -369,7 +369,7 @@ impl Cluster {
             self.server.serve(*shard).await;
             metrics::counter!("eq_handoffs_total", "direction" => "in").increment(1);
         }
-        let _ = self.assignment.send(next);
+        self.assignment.send_replace(next);
         self.applied.store(true, Ordering::Relaxed);
     }
 }

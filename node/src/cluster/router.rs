@@ -21,6 +21,9 @@ use tracing::debug;
 
 use super::Cluster;
 
+/// How long one routed attempt waits for the owner before trying again.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// The reply to a routed command.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RemoteReply {
@@ -60,7 +63,7 @@ impl Router {
     }
 
     /// Runs a command on the owning node, retrying while its shard changes hands.
-    pub async fn execute(&self, command: Command) -> Result<Outcome, CommandError> {
+    pub async fn execute(&self, mut command: Command) -> Result<Outcome, CommandError> {
         let deadline = tokio::time::Instant::now() + self.deadline;
         let shard = self.shards.shard_of(&command.equipment_id);
         let mut backoff = Duration::from_millis(10);
@@ -69,10 +72,18 @@ impl Router {
             let result = if local {
                 self.shards.execute(command.clone()).await
             } else {
+                // A command sent to another node carries an id, so that retrying it (after a
+                // timeout at an owner that died or handed its shard over) cannot apply it twice.
+                if command.command_id.is_none() {
+                    command.command_id = Some(format!("auto-{}", uuid::Uuid::new_v4().simple()));
+                }
                 self.remote(shard, &command, deadline).await
             };
             let retry = match &result {
                 Err(CommandError::NotHosted) => true,
+                // The owner did not answer in time (it may have died mid-command): the
+                // command id makes the retry safe.
+                Err(CommandError::TimedOut) if !local => true,
                 Err(CommandError::Fenced | CommandError::ActorStopped) => {
                     // A stale owner: if the shard is no longer ours, stop hosting it.
                     if local && let Some(cluster) = &self.cluster {
@@ -108,7 +119,9 @@ impl Router {
     ) -> Result<Outcome, CommandError> {
         let payload = serde_json::to_vec(command)
             .map_err(|e| CommandError::Unavailable(format!("encoding command: {e}")))?;
-        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let timeout = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(ATTEMPT_TIMEOUT);
         let request = async_nats::Request::new()
             .payload(payload.into())
             .timeout(Some(timeout.max(Duration::from_millis(1))));
@@ -158,7 +171,13 @@ impl ShardServer {
             return;
         }
         let subject = self.subjects.shard_commands(shard);
-        let mut subscription = match self.client.subscribe(subject.clone()).await {
+        // A queue group: while an old and a new owner both listen during a hand-off, each
+        // request goes to one of them (never answered twice).
+        let mut subscription = match self
+            .client
+            .queue_subscribe(subject.clone(), "owner".to_string())
+            .await
+        {
             Ok(s) => s,
             Err(error) => {
                 tracing::warn!(%error, %subject, "cannot serve shard");
@@ -171,11 +190,26 @@ impl ShardServer {
         serving.insert(shard, stop.clone());
         let (client, shards) = (self.client.clone(), self.shards.clone());
         tokio::spawn(async move {
+            let mut draining = false;
             loop {
-                let message = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    m = subscription.next() => match m { Some(m) => m, None => break },
+                // On stop, drain rather than drop: requests already delivered to this
+                // subscription still get an answer (from the actor, or "not hosted" so that
+                // the sender retries at the new owner) instead of waiting for a timeout.
+                let message = if draining {
+                    subscription.next().await
+                } else {
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            if subscription.drain().await.is_err() {
+                                break;
+                            }
+                            draining = true;
+                            continue;
+                        }
+                        m = subscription.next() => m,
+                    }
                 };
+                let Some(message) = message else { break };
                 let (client, shards) = (client.clone(), shards.clone());
                 tokio::spawn(async move {
                     let reply = match serde_json::from_slice::<Command>(&message.payload) {
@@ -198,7 +232,6 @@ impl ShardServer {
                     }
                 });
             }
-            let _ = subscription.unsubscribe().await;
         });
     }
 

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod cluster;
+
 use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
@@ -29,6 +31,7 @@ struct Args {
     memory_actors: usize,
     modes: Vec<bool>,
     postgres: bool,
+    cluster: bool,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +42,7 @@ fn parse_args() -> Args {
         memory_actors: 100_000,
         modes: vec![false, true],
         postgres: false,
+        cluster: true,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -59,6 +63,10 @@ fn parse_args() -> Args {
             }
             "--postgres" => {
                 args.postgres = true;
+                i -= 1;
+            }
+            "--no-cluster" => {
+                args.cluster = false;
                 i -= 1;
             }
             "--help" | "-h" => {
@@ -442,6 +450,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let cluster = if args.cluster {
+        Some(cluster::run(&args).await?)
+    } else {
+        None
+    };
 
     println!();
     println!(
@@ -514,6 +527,36 @@ async fn main() -> anyhow::Result<()> {
             println!("| {what} | {bytes:.0} | {:.2} |", bytes / 1024.0);
         }
         println!("(registration over HTTP: {:.0}/s)", m.registration_rate);
+    }
+    if let Some(c) = cluster {
+        println!();
+        println!("| cluster (one NATS, default sync, PostgreSQL history) | figure |");
+        println!("|---|---:|");
+        println!(
+            "| HTTP set-status through 1 node | {:.0}/s (p99 {:.1} ms) |",
+            c.one_node.rate(),
+            c.one_node.percentile(0.99)
+        );
+        println!(
+            "| HTTP set-status through 3 nodes | {:.0}/s (p99 {:.1} ms) |",
+            c.three_nodes.rate(),
+            c.three_nodes.percentile(0.99)
+        );
+        let (h, r) = (&c.handoff_pause_ms, &c.reavailable_ms);
+        println!(
+            "| graceful hand-off (SIGTERM): pause of a moved machine's commands, p50 / p99 / max over {} machines | {:.0} / {:.0} / {:.0} ms |",
+            h.len(),
+            cluster::pct(h, 0.5),
+            cluster::pct(h, 0.99),
+            h.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "| re-availability after SIGKILL: first success again, p50 / p99 / max over {} machines | {:.0} / {:.0} / {:.0} ms |",
+            r.len(),
+            cluster::pct(r, 0.5),
+            cluster::pct(r, 0.99),
+            r.last().copied().unwrap_or(0.0)
+        );
     }
     Ok(())
 }
