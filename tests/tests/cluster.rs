@@ -180,3 +180,48 @@ async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
     );
     verify_history(&nodes[0].client(), &ids, &report).await;
 }
+
+/// A longer soak: three nodes under load, one of them SIGKILLed and restarted every
+/// `EQ_SOAK_KILL_EVERY_SECS` (default 20) for `EQ_SOAK_SECS` (default 300); then every
+/// acknowledged change is checked against the history. Not part of the CI run:
+/// `./scripts/test --run-ignored only -E 'test(soak)'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long; run on demand"]
+async fn soak_kill_a_node_every_few_seconds() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let total = Duration::from_secs(env("EQ_SOAK_SECS", 300));
+    let every = Duration::from_secs(env("EQ_SOAK_KILL_EVERY_SECS", 20));
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Postgres).await;
+    let mut nodes = start_nodes(&nats, &db, 3).await;
+    wait_balanced(&nodes[0].client(), 3).await;
+    let ids = register(&nodes[0].client(), 60).await;
+    let load = Load::start(
+        nodes.iter().map(|n| n.base_url()).collect(),
+        ids.clone(),
+        16,
+    );
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < total {
+        tokio::time::sleep(every).await;
+        let victim = round % nodes.len();
+        round += 1;
+        nodes[victim].kill();
+        load.wait_for_more(50, Duration::from_secs(60)).await;
+        nodes[victim].relaunch().await;
+        eprintln!("soak: round {round}, {} changes acknowledged", load.acked());
+    }
+    let report = load.stop().await;
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
+    verify_history(&nodes[0].client(), &ids, &report).await;
+}
