@@ -1,4 +1,5 @@
-//! Several node processes on one NATS, sharing the history database (PostgreSQL): nodes are
+//! Several node processes on a three-server NATS cluster (streams and buckets with 3
+//! replicas), sharing the history database (PostgreSQL): nodes are
 //! really killed (SIGKILL), drained (SIGTERM) and added under load, and every acknowledged
 //! change is then compared with the history.
 
@@ -7,9 +8,7 @@ use std::time::Duration;
 
 use eq_tests::load::{Load, verify_history};
 use eq_tests::postgres::DbKind;
-use eq_tests::{
-    ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for,
-};
+use eq_tests::{ApiClient, NatsCluster, NodeOptions, NodeProcess, TestDatabase, wait_for};
 
 /// Waits until `client`'s node sees `nodes` shard hosts owning every shard, evenly.
 async fn wait_balanced(client: &ApiClient, nodes: usize) {
@@ -46,10 +45,17 @@ async fn wait_balanced(client: &ApiClient, nodes: usize) {
     .await;
 }
 
-async fn start_nodes(nats: &NatsServer, db: &TestDatabase, n: usize) -> Vec<NodeProcess> {
+/// Node options for a three-server NATS cluster: every stream and bucket with 3 replicas.
+fn clustered(nats: &NatsCluster, db: &TestDatabase) -> NodeOptions {
+    NodeOptions::new(nats.urls(), db.url.clone())
+        .arg("--replicas", 3)
+        .arg("--group-commit", true)
+}
+
+async fn start_nodes(nats: &NatsCluster, db: &TestDatabase, n: usize) -> Vec<NodeProcess> {
     let mut nodes = Vec::new();
     for _ in 0..n {
-        nodes.push(NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await);
+        nodes.push(NodeProcess::start(clustered(nats, db)).await);
     }
     nodes
 }
@@ -67,7 +73,7 @@ async fn register(client: &ApiClient, count: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_nothing_when_one_is_killed_under_load() {
-    let nats = NatsServer::start(NatsOptions::default());
+    let nats = NatsCluster::start();
     let db = TestDatabase::new(DbKind::Postgres).await;
     let mut nodes = start_nodes(&nats, &db, 3).await;
     wait_balanced(&nodes[0].client(), 3).await;
@@ -93,7 +99,7 @@ async fn three_nodes_lose_nothing_when_one_is_killed_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_three_nodes_fails_no_request() {
-    let nats = NatsServer::start(NatsOptions::default());
+    let nats = NatsCluster::start();
     let db = TestDatabase::new(DbKind::Postgres).await;
     let mut nodes = start_nodes(&nats, &db, 3).await;
     wait_balanced(&nodes[0].client(), 3).await;
@@ -128,7 +134,7 @@ async fn rolling_restart_of_three_nodes_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request() {
-    let nats = NatsServer::start(NatsOptions::default());
+    let nats = NatsCluster::start();
     let db = TestDatabase::new(DbKind::Postgres).await;
     let mut nodes = start_nodes(&nats, &db, 1).await;
     wait_balanced(&nodes[0].client(), 1).await;
@@ -136,7 +142,7 @@ async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request
     let load = Load::start(vec![nodes[0].base_url()], ids.clone(), 12);
     load.wait_for_more(100, Duration::from_secs(30)).await;
     for _ in 0..2 {
-        let node = NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await;
+        let node = NodeProcess::start(clustered(&nats, &db)).await;
         load.gateways.write().unwrap().push(node.base_url());
         nodes.push(node);
         load.wait_for_more(100, Duration::from_secs(30)).await;
@@ -154,17 +160,9 @@ async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
-    let nats = eq_tests::NatsCluster::start();
+    let nats = NatsCluster::start();
     let db = TestDatabase::new(DbKind::Postgres).await;
-    let options = || {
-        NodeOptions::new(nats.urls(), db.url.clone())
-            .arg("--replicas", 3)
-            .arg("--group-commit", true)
-    };
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        nodes.push(NodeProcess::start(options()).await);
-    }
+    let mut nodes = start_nodes(&nats, &db, 2).await;
     wait_balanced(&nodes[0].client(), 2).await;
     let ids = register(&nodes[0].client(), 20).await;
     let load = Load::start(nodes.iter().map(|n| n.base_url()).collect(), ids.clone(), 8);
@@ -196,7 +194,7 @@ async fn soak_kill_a_node_every_few_seconds() {
     };
     let total = Duration::from_secs(env("EQ_SOAK_SECS", 300));
     let every = Duration::from_secs(env("EQ_SOAK_KILL_EVERY_SECS", 20));
-    let nats = NatsServer::start(NatsOptions::default());
+    let nats = NatsCluster::start();
     let db = TestDatabase::new(DbKind::Postgres).await;
     let mut nodes = start_nodes(&nats, &db, 3).await;
     wait_balanced(&nodes[0].client(), 3).await;
