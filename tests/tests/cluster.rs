@@ -162,7 +162,7 @@ async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request
 async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
     let nats = NatsCluster::start();
     let db = TestDatabase::new(DbKind::Postgres).await;
-    let mut nodes = start_nodes(&nats, &db, 2).await;
+    let nodes = start_nodes(&nats, &db, 2).await;
     wait_balanced(&nodes[0].client(), 2).await;
     let ids = register(&nodes[0].client(), 20).await;
     let load = Load::start(nodes.iter().map(|n| n.base_url()).collect(), ids.clone(), 8);
