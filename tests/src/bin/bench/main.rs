@@ -7,7 +7,7 @@
 //! - history lag (largest backlog during the load, drain time after it);
 //! - memory per active actor with 100,000 machines active at once.
 //!
-//! `cargo run --release -p eq-tests --bin bench -- --help`
+//! `./scripts/bench --help` (builds the release node binary and this benchmark first)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
