@@ -427,18 +427,19 @@ impl ShardHost {
             .cloned()
     }
 
-    /// Runs a command on its equipment's actor. A fenced append or an actor that stopped
-    /// mid-command is retried (the actor reloads first) until the command deadline.
+    /// Runs a command on its equipment's actor. An actor that stopped mid-command is retried
+    /// until the command deadline; a fenced append is returned as `Fenced` (safe to retry:
+    /// nothing was written, and the actor reloads its state first).
     pub async fn execute(&self, command: Command) -> Result<Outcome, CommandError> {
         let deadline = Instant::now() + self.config.command_deadline;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let result = self.execute_once(command.clone(), deadline).await;
+            // A fenced append is not retried here: the caller (the router) first checks that
+            // this node still owns the shard, so that a stale owner stops writing.
             match &result {
-                Err(CommandError::Fenced | CommandError::ActorStopped)
-                    if attempt < 5 && Instant::now() < deadline =>
-                {
+                Err(CommandError::ActorStopped) if attempt < 5 && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
                 }
                 _ => return result,
