@@ -160,6 +160,25 @@ impl NodeProcess {
         self.wait_ready().await;
     }
 
+    /// SIGSTOP: the process freezes (no heartbeats, no I/O) without dying, like a node
+    /// cut off by a long GC pause or a network partition.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a paused process runs on, still believing what it believed before.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("node is running");
+        let _ = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status();
+    }
+
     /// Starts the process again after `terminate` or `kill` (same ports, data dir, options)
     /// and waits until ready.
     pub async fn relaunch(&mut self) {

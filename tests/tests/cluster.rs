@@ -179,6 +179,46 @@ async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
     verify_history(&nodes[0].client(), &ids, &report).await;
 }
 
+/// A node that freezes (SIGSTOP) longer than its heartbeat TTL loses its shards to the
+/// others; when it wakes up (SIGCONT) it is a stale owner until it reads the new assignment,
+/// with requests already in its hands. JetStream fences whatever it tries to write, so the
+/// history still holds every acknowledged change once, versions gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_that_wakes_up_as_a_stale_owner_writes_nothing_twice() {
+    let nats = NatsCluster::start();
+    let db = TestDatabase::new(DbKind::Postgres).await;
+    let nodes = start_nodes(&nats, &db, 3).await;
+    wait_balanced(&nodes[0].client(), 3).await;
+    let ids = register(&nodes[0].client(), 30).await;
+    let load = Load::start(
+        nodes.iter().map(|n| n.base_url()).collect(),
+        ids.clone(),
+        12,
+    );
+    load.wait_for_more(100, Duration::from_secs(30)).await;
+    // Like a load balancer whose health check fails, stop sending new requests to it; the
+    // ones it already holds stay with it until it wakes up.
+    load.gateways
+        .write()
+        .unwrap()
+        .retain(|g| *g != nodes[2].base_url());
+    nodes[2].pause();
+    // Its heartbeat expires and its shards move while it sleeps.
+    wait_balanced(&nodes[0].client(), 2).await;
+    load.wait_for_more(100, Duration::from_secs(30)).await;
+    nodes[2].resume();
+    wait_balanced(&nodes[0].client(), 3).await;
+    load.gateways.write().unwrap().push(nodes[2].base_url());
+    load.wait_for_more(100, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
+    verify_history(&nodes[0].client(), &ids, &report).await;
+}
+
 /// A longer soak: three nodes under load, one of them SIGKILLed and restarted every
 /// `EQ_SOAK_KILL_EVERY_SECS` (default 20) for `EQ_SOAK_SECS` (default 300); then every
 /// acknowledged change is checked against the history. Not part of the CI run:
