@@ -60,6 +60,43 @@ async fn start_nodes(nats: &NatsCluster, db: &TestDatabase, n: usize) -> Vec<Nod
     nodes
 }
 
+/// A running cluster under load: NATS, the shared database, the nodes, the machines.
+struct Running {
+    nats: NatsCluster,
+    db: TestDatabase,
+    nodes: Vec<NodeProcess>,
+    ids: Vec<String>,
+    load: Load,
+}
+
+/// Starts `n` nodes on a three-server NATS cluster, registers `machines` machines and puts
+/// `workers` workers of load on all gateways, until `warmup` changes are acknowledged.
+async fn running(n: usize, machines: usize, workers: usize, warmup: u64) -> Running {
+    let nats = NatsCluster::start();
+    let db = TestDatabase::new(DbKind::Postgres).await;
+    let nodes = start_nodes(&nats, &db, n).await;
+    wait_balanced(&nodes[0].client(), n).await;
+    let ids = register(&nodes[0].client(), machines).await;
+    let gateways = nodes.iter().map(|n| n.base_url()).collect();
+    let load = Load::start(gateways, ids.clone(), workers);
+    load.wait_for_more(warmup, Duration::from_secs(60)).await;
+    Running {
+        nats,
+        db,
+        nodes,
+        ids,
+        load,
+    }
+}
+
+fn assert_no_failures(report: &eq_tests::load::LoadReport) {
+    assert!(
+        report.failed.is_empty(),
+        "failed requests: {:?}",
+        report.failed
+    );
+}
+
 async fn register(client: &ApiClient, count: usize) -> Vec<String> {
     let ids: Vec<String> = (0..count).map(|i| format!("cl-{i}")).collect();
     for id in &ids {
@@ -73,110 +110,56 @@ async fn register(client: &ApiClient, count: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_nothing_when_one_is_killed_under_load() {
-    let nats = NatsCluster::start();
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let mut nodes = start_nodes(&nats, &db, 3).await;
-    wait_balanced(&nodes[0].client(), 3).await;
-    let ids = register(&nodes[0].client(), 30).await;
-    let load = Load::start(
-        nodes.iter().map(|n| n.base_url()).collect(),
-        ids.clone(),
-        12,
-    );
-    load.wait_for_more(200, Duration::from_secs(30)).await;
-    nodes[1].kill();
+    let mut c = running(3, 30, 12, 200).await;
+    c.nodes[1].kill();
     // Its shards come back on the other two once its heartbeat expires.
-    load.wait_for_more(300, Duration::from_secs(30)).await;
-    let report = load.stop().await;
-    assert!(
-        report.failed.is_empty(),
-        "failed requests: {:?}",
-        report.failed
-    );
-    wait_balanced(&nodes[0].client(), 2).await;
-    verify_history(&nodes[0].client(), &ids, &report).await;
+    c.load.wait_for_more(300, Duration::from_secs(30)).await;
+    let report = c.load.stop().await;
+    assert_no_failures(&report);
+    wait_balanced(&c.nodes[0].client(), 2).await;
+    verify_history(&c.nodes[0].client(), &c.ids, &report).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_three_nodes_fails_no_request() {
-    let nats = NatsCluster::start();
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let mut nodes = start_nodes(&nats, &db, 3).await;
-    wait_balanced(&nodes[0].client(), 3).await;
-    let ids = register(&nodes[0].client(), 30).await;
-    let load = Load::start(
-        nodes.iter().map(|n| n.base_url()).collect(),
-        ids.clone(),
-        12,
-    );
-    load.wait_for_more(100, Duration::from_secs(30)).await;
-    for i in 0..nodes.len() {
-        let t = std::time::Instant::now();
-        let status = nodes[i].terminate();
+    let mut c = running(3, 30, 12, 100).await;
+    for i in 0..c.nodes.len() {
+        let status = c.nodes[i].terminate();
         assert!(status.success(), "node {i} exited with {status}");
-        eprintln!("node {i} drained and exited in {:?}", t.elapsed());
-        load.wait_for_more(50, Duration::from_secs(30)).await;
-        eprintln!("load continued after {:?}", t.elapsed());
-        nodes[i].relaunch().await;
-        eprintln!("node {i} ready again after {:?}", t.elapsed());
-        wait_balanced(&nodes[(i + 1) % 3].client(), 3).await;
-        eprintln!("balanced after {:?}", t.elapsed());
-        load.wait_for_more(50, Duration::from_secs(30)).await;
+        c.load.wait_for_more(50, Duration::from_secs(30)).await;
+        c.nodes[i].relaunch().await;
+        wait_balanced(&c.nodes[(i + 1) % 3].client(), 3).await;
+        c.load.wait_for_more(50, Duration::from_secs(30)).await;
     }
-    let report = load.stop().await;
-    assert!(
-        report.failed.is_empty(),
-        "failed requests: {:?}",
-        report.failed
-    );
-    verify_history(&nodes[0].client(), &ids, &report).await;
+    let report = c.load.stop().await;
+    assert_no_failures(&report);
+    verify_history(&c.nodes[0].client(), &c.ids, &report).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_out_from_one_to_three_nodes_spreads_shards_and_fails_no_request() {
-    let nats = NatsCluster::start();
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let mut nodes = start_nodes(&nats, &db, 1).await;
-    wait_balanced(&nodes[0].client(), 1).await;
-    let ids = register(&nodes[0].client(), 30).await;
-    let load = Load::start(vec![nodes[0].base_url()], ids.clone(), 12);
-    load.wait_for_more(100, Duration::from_secs(30)).await;
+    let mut c = running(1, 30, 12, 100).await;
     for _ in 0..2 {
-        let node = NodeProcess::start(clustered(&nats, &db)).await;
-        load.gateways.write().unwrap().push(node.base_url());
-        nodes.push(node);
-        load.wait_for_more(100, Duration::from_secs(30)).await;
+        let node = NodeProcess::start(clustered(&c.nats, &c.db)).await;
+        c.load.gateways.write().unwrap().push(node.base_url());
+        c.nodes.push(node);
+        c.load.wait_for_more(100, Duration::from_secs(30)).await;
     }
-    wait_balanced(&nodes[0].client(), 3).await;
-    load.wait_for_more(100, Duration::from_secs(30)).await;
-    let report = load.stop().await;
-    assert!(
-        report.failed.is_empty(),
-        "failed requests: {:?}",
-        report.failed
-    );
-    verify_history(&nodes[2].client(), &ids, &report).await;
+    wait_balanced(&c.nodes[0].client(), 3).await;
+    c.load.wait_for_more(100, Duration::from_secs(30)).await;
+    let report = c.load.stop().await;
+    assert_no_failures(&report);
+    verify_history(&c.nodes[2].client(), &c.ids, &report).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
-    let nats = NatsCluster::start();
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let nodes = start_nodes(&nats, &db, 2).await;
-    wait_balanced(&nodes[0].client(), 2).await;
-    let ids = register(&nodes[0].client(), 20).await;
-    let load = Load::start(nodes.iter().map(|n| n.base_url()).collect(), ids.clone(), 8);
-    load.wait_for_more(100, Duration::from_secs(60)).await;
-    let mut nats = nats;
-    nats.servers[1].stop();
-    load.wait_for_more(200, Duration::from_secs(60)).await;
-    let report = load.stop().await;
-    assert!(
-        report.failed.is_empty(),
-        "failed requests: {:?}",
-        report.failed
-    );
-    verify_history(&nodes[0].client(), &ids, &report).await;
+    let mut c = running(2, 20, 8, 100).await;
+    c.nats.servers[1].stop();
+    c.load.wait_for_more(200, Duration::from_secs(60)).await;
+    let report = c.load.stop().await;
+    assert_no_failures(&report);
+    verify_history(&c.nodes[0].client(), &c.ids, &report).await;
 }
 
 /// A node that freezes (SIGSTOP) longer than its heartbeat TTL loses its shards to the
@@ -185,38 +168,25 @@ async fn killing_one_of_three_nats_servers_loses_no_acknowledged_change() {
 /// history still holds every acknowledged change once, versions gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_that_wakes_up_as_a_stale_owner_writes_nothing_twice() {
-    let nats = NatsCluster::start();
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let nodes = start_nodes(&nats, &db, 3).await;
-    wait_balanced(&nodes[0].client(), 3).await;
-    let ids = register(&nodes[0].client(), 30).await;
-    let load = Load::start(
-        nodes.iter().map(|n| n.base_url()).collect(),
-        ids.clone(),
-        12,
-    );
-    load.wait_for_more(100, Duration::from_secs(30)).await;
+    let c = running(3, 30, 12, 100).await;
     // Like a load balancer whose health check fails, stop sending new requests to it; the
     // ones it already holds stay with it until it wakes up.
-    load.gateways
+    c.load
+        .gateways
         .write()
         .unwrap()
-        .retain(|g| *g != nodes[2].base_url());
-    nodes[2].pause();
+        .retain(|g| *g != c.nodes[2].base_url());
+    c.nodes[2].pause();
     // Its heartbeat expires and its shards move while it sleeps.
-    wait_balanced(&nodes[0].client(), 2).await;
-    load.wait_for_more(100, Duration::from_secs(30)).await;
-    nodes[2].resume();
-    wait_balanced(&nodes[0].client(), 3).await;
-    load.gateways.write().unwrap().push(nodes[2].base_url());
-    load.wait_for_more(100, Duration::from_secs(30)).await;
-    let report = load.stop().await;
-    assert!(
-        report.failed.is_empty(),
-        "failed requests: {:?}",
-        report.failed
-    );
-    verify_history(&nodes[0].client(), &ids, &report).await;
+    wait_balanced(&c.nodes[0].client(), 2).await;
+    c.load.wait_for_more(100, Duration::from_secs(30)).await;
+    c.nodes[2].resume();
+    wait_balanced(&c.nodes[0].client(), 3).await;
+    c.load.gateways.write().unwrap().push(c.nodes[2].base_url());
+    c.load.wait_for_more(100, Duration::from_secs(30)).await;
+    let report = c.load.stop().await;
+    assert_no_failures(&report);
+    verify_history(&c.nodes[0].client(), &c.ids, &report).await;
 }
 
 /// A longer soak: three nodes under load, one of them SIGKILLed and restarted every
@@ -234,32 +204,22 @@ async fn soak_kill_a_node_every_few_seconds() {
     };
     let total = Duration::from_secs(env("EQ_SOAK_SECS", 300));
     let every = Duration::from_secs(env("EQ_SOAK_KILL_EVERY_SECS", 20));
-    let nats = NatsCluster::start();
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let mut nodes = start_nodes(&nats, &db, 3).await;
-    wait_balanced(&nodes[0].client(), 3).await;
-    let ids = register(&nodes[0].client(), 60).await;
-    let load = Load::start(
-        nodes.iter().map(|n| n.base_url()).collect(),
-        ids.clone(),
-        16,
-    );
+    let mut c = running(3, 60, 16, 100).await;
     let started = std::time::Instant::now();
     let mut round = 0;
     while started.elapsed() < total {
         tokio::time::sleep(every).await;
-        let victim = round % nodes.len();
+        let victim = round % c.nodes.len();
         round += 1;
-        nodes[victim].kill();
-        load.wait_for_more(50, Duration::from_secs(60)).await;
-        nodes[victim].relaunch().await;
-        eprintln!("soak: round {round}, {} changes acknowledged", load.acked());
+        c.nodes[victim].kill();
+        c.load.wait_for_more(50, Duration::from_secs(60)).await;
+        c.nodes[victim].relaunch().await;
+        eprintln!(
+            "soak: round {round}, {} changes acknowledged",
+            c.load.acked()
+        );
     }
-    let report = load.stop().await;
-    assert!(
-        report.failed.is_empty(),
-        "failed requests: {:?}",
-        report.failed
-    );
-    verify_history(&nodes[0].client(), &ids, &report).await;
+    let report = c.load.stop().await;
+    assert_no_failures(&report);
+    verify_history(&c.nodes[0].client(), &c.ids, &report).await;
 }
