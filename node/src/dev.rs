@@ -57,6 +57,9 @@ impl NatsChild {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal reaches the node, which drains
+            // and then stops the server, instead of killing the server under the node.
+            .process_group(0)
             .spawn()
             .with_context(|| {
                 format!(

@@ -203,14 +203,27 @@ where
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Hand the shards over first (the gateway keeps routing to their new owners meanwhile),
     // unless no other node could take them.
-    cluster.set_draining().await;
+    // Every step is bounded: with NATS unreachable (say, a dev nats-server that got the same
+    // Ctrl-C) the node must still exit.
+    let connected = || {
+        matches!(
+            client.connection_state(),
+            async_nats::connection::State::Connected
+        )
+    };
+    let step = Duration::from_secs(3);
+    if connected() {
+        let _ = tokio::time::timeout(step, cluster.set_draining()).await;
+    }
     let me = cluster.node_id().await;
-    let others = cluster
-        .view()
-        .await
-        .nodes
-        .iter()
-        .any(|n| n.id != me && n.hosts_shards && !n.draining);
+    let others = connected()
+        && match tokio::time::timeout(step, cluster.view()).await {
+            Ok(view) => view
+                .nodes
+                .iter()
+                .any(|n| n.id != me && n.hosts_shards && !n.draining),
+            Err(_) => false,
+        };
     if others && !cluster.wait_until_released(Duration::from_secs(20)).await {
         warn!("shards were not all handed over in time");
     }
@@ -220,9 +233,13 @@ where
     workers.cancel();
     while tasks.join_next().await.is_some() {}
     membership.cancel();
-    cluster.leave().await;
-    live.flush().await;
-    let _ = client.flush().await;
+    if connected() {
+        let _ = tokio::time::timeout(step, cluster.leave()).await;
+        let _ = tokio::time::timeout(step, live.flush()).await;
+        let _ = tokio::time::timeout(step, client.flush()).await;
+    } else {
+        cluster.release_local().await;
+    }
     info!("node stopped");
     Ok(())
 }

@@ -199,6 +199,13 @@ impl Cluster {
         let _ = self.nodes.delete(&me).await;
     }
 
+    /// Stops hosting everything without telling the cluster (NATS is unreachable; the
+    /// heartbeat expiring tells the others).
+    pub async fn release_local(&self) {
+        self.server.stop_all().await;
+        self.shards.release_all();
+    }
+
     /// Nodes, leader and assignment, as seen now.
     pub async fn view(&self) -> ClusterView {
         let leader = match self.lease.get(LEADER_KEY).await {
