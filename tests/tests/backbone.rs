@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use eq_tests::load::{LoadReport, verify_history};
 use eq_tests::postgres::DbKind;
 use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
 use futures::StreamExt;
@@ -505,35 +506,13 @@ async fn killed_node_loses_no_acknowledged_change() {
     for w in writers {
         w.await.unwrap();
     }
-    let acked = acked.lock().unwrap().clone();
+    let report = LoadReport {
+        acked: acked.lock().unwrap().clone(),
+        ..LoadReport::default()
+    };
     s.node.restart().await;
-    let client = s.node.client();
-    for id in &ids {
-        let current = client.get(id).await;
-        let max_acked = acked
-            .keys()
-            .filter(|(i, _)| i == id)
-            .map(|(_, v)| *v)
-            .max()
-            .unwrap_or(1);
-        assert!(
-            current.version() >= max_acked,
-            "{id}: state lost an acknowledged change"
-        );
-        let items = history_of(&s.node, id, current.version() as usize).await;
-        assert_eq!(
-            items.len() as u64,
-            current.version(),
-            "{id}: history matches the state"
-        );
-        assert_gapless(&items);
-        for item in &items {
-            let v = item["version"].as_u64().unwrap();
-            if let Some(status) = acked.get(&(id.clone(), v)) {
-                assert_eq!(&item["status"], status, "{id} v{v}");
-            }
-        }
-    }
+    // Every acknowledged change is in the state and in the history, exactly once.
+    verify_history(&s.node.client(), &ids, &report).await;
 }
 
 #[tokio::test]

@@ -96,43 +96,20 @@ impl Cluster {
         replicas: usize,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let nodes = open_bucket(
-            &js,
-            kv::Config {
-                bucket: bucket_name(&subjects, "NODES"),
-                description: "Equipment Live: live nodes (heartbeats)".into(),
-                history: 1,
-                max_age: NODE_TTL,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let lease = open_bucket(
-            &js,
-            kv::Config {
-                bucket: bucket_name(&subjects, "LEADER"),
-                description: "Equipment Live: the leader's lease".into(),
-                history: 1,
-                max_age: NODE_TTL,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            },
-        )
-        .await?;
-        // No max_age: the assignment must outlive any leader, so that a new leader moves
-        // as few shards as the old one would have.
-        let control = open_bucket(
-            &js,
-            kv::Config {
-                bucket: bucket_name(&subjects, "CLUSTER"),
-                description: "Equipment Live: shard assignment".into(),
-                history: 1,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            },
-        )
-        .await?;
+        let bucket = |what: &str, description: &str, max_age: Duration| kv::Config {
+            bucket: bucket_name(&subjects, what),
+            description: format!("Equipment Live: {description}"),
+            history: 1,
+            max_age,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        };
+        let nodes = open_bucket(&js, bucket("NODES", "live nodes (heartbeats)", NODE_TTL)).await?;
+        let lease = open_bucket(&js, bucket("LEADER", "the leader's lease", NODE_TTL)).await?;
+        // No max_age (zero): the assignment must outlive any leader, so that a new leader
+        // moves as few shards as the old one would have.
+        let control =
+            open_bucket(&js, bucket("CLUSTER", "shard assignment", Duration::ZERO)).await?;
         let (assignment, _) = watch::channel(Assignment::default());
         let cluster = Arc::new(Self {
             info: Mutex::new(info),

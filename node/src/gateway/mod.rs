@@ -26,6 +26,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sea_orm::DatabaseConnection;
+use tokio::io::AsyncReadExt;
 
 use models::EquipmentView;
 use problem::{ApiError, problem_response};
@@ -258,6 +259,9 @@ pub fn app(state: Arc<AppState>, config: &GatewayConfig) -> impl Endpoint + 'sta
         .around(observe)
 }
 
+/// How much of an oversized body is read and discarded before the 413 is sent.
+const DISCARD_LIMIT: usize = 1024 * 1024;
+
 /// Reads the body up to the limit, whether or not it has a `Content-Length` (chunked bodies
 /// are cut off at the limit too).
 async fn limit_body<E: Endpoint>(
@@ -268,15 +272,34 @@ async fn limit_body<E: Endpoint>(
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max) {
+    if declared.is_some_and(|len| len > max + DISCARD_LIMIT) {
         return Ok(too_large(max));
     }
-    let body = req.take_body();
-    match body.into_bytes_limit(max).await {
-        Ok(bytes) => req.set_body(bytes),
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => return Ok(too_large(max)),
-        Err(e) => return Ok(problem_response(400, "unreadable_body", e.to_string())),
+    // Past the limit the rest is read and discarded (up to a bound) before answering: a
+    // client still sending a chunked body would otherwise see a broken pipe, not the 413.
+    let mut reader = req.take_body().into_async_read();
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut total = 0usize;
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) => return Ok(problem_response(400, "unreadable_body", e.to_string())),
+        };
+        if n == 0 {
+            break;
+        }
+        total += n;
+        if total <= max {
+            kept.extend_from_slice(&chunk[..n]);
+        } else if total > max + DISCARD_LIMIT {
+            break;
+        }
     }
+    if total > max {
+        return Ok(too_large(max));
+    }
+    req.set_body(kept);
     next.call(req).await.map(IntoResponse::into_response)
 }
 
