@@ -14,6 +14,12 @@ pub const HISTORY_CONSUMER: &str = "history";
 /// How long JetStream remembers a `Nats-Msg-Id` for dedupe.
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 
+/// Prefix of the per-shard durable consumers on `EQ_INGEST` (`ingest-<shard>-<owner tag>`).
+pub const INGEST_CONSUMER_PREFIX: &str = "ingest";
+/// How many bytes of unapplied device messages `EQ_INGEST` keeps before it refuses new
+/// ones (a device then gets an error on its publish, not a silent drop).
+pub const INGEST_MAX_BYTES: i64 = 1 << 30;
+
 /// Header carrying an error code on a NATS error reply.
 pub const HEADER_ERROR_CODE: &str = "Eq-Error";
 
@@ -22,6 +28,7 @@ pub const HEADER_ERROR_CODE: &str = "Eq-Error";
 pub struct Subjects {
     prefix: String,
     events_stream: String,
+    ingest_stream: String,
 }
 
 impl Default for Subjects {
@@ -36,6 +43,7 @@ impl Subjects {
         Self {
             prefix: prefix.to_string(),
             events_stream: format!("{}_EVENTS", prefix.to_ascii_uppercase()),
+            ingest_stream: format!("{}_INGEST", prefix.to_ascii_uppercase()),
         }
     }
 
@@ -83,6 +91,36 @@ impl Subjects {
             .strip_suffix(".status")
     }
 
+    /// The durable device ingest stream (`EQ_INGEST`).
+    pub fn ingest_stream(&self) -> &str {
+        &self.ingest_stream
+    }
+
+    /// `eq.ingest.<id>.status`: devices publish here through JetStream.
+    pub fn ingest_status(&self, id: &EquipmentId) -> String {
+        format!("{}.ingest.{}.status", self.prefix, id)
+    }
+
+    /// `eq.ingest.*.status`: what `EQ_INGEST` captures.
+    pub fn ingest_status_all(&self) -> String {
+        format!("{}.ingest.*.status", self.prefix)
+    }
+
+    /// `eq.ingest.<shard>.*.status`: the stored (partitioned) subjects of one shard; the
+    /// filter of that shard's consumer.
+    pub fn ingest_shard_filter(&self, shard: ShardId) -> String {
+        format!("{}.ingest.{}.*.status", self.prefix, shard)
+    }
+
+    /// The `<id>` token of a stored ingest subject `eq.ingest.<shard>.<id>.status`.
+    pub fn id_from_ingest_subject<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".ingest.")?
+            .strip_suffix(".status")?;
+        rest.split_once('.').map(|(_, id)| id)
+    }
+
     /// `eq.live.<site>.<line>.<id>`: each accepted change, for dashboards.
     pub fn live(&self, site: &Site, line: &Line, id: &EquipmentId) -> String {
         format!("{}.live.{}.{}.{}", self.prefix, site, line, id)
@@ -91,6 +129,33 @@ impl Subjects {
     /// `eq.rejects.<id>`: refused device messages.
     pub fn rejects(&self, id: &str) -> String {
         format!("{}.rejects.{}", self.prefix, id)
+    }
+
+    /// What one device's NATS user may publish: `eq.device.<id>.>` and `eq.ingest.<id>.>`.
+    pub fn device_publish_permissions(&self, id: &EquipmentId) -> Vec<String> {
+        vec![
+            format!("{}.device.{}.>", self.prefix, id),
+            format!("{}.ingest.{}.>", self.prefix, id),
+        ]
+    }
+
+    /// What one device's NATS user may subscribe to: its own replies (the device sets the
+    /// inbox prefix [`Self::device_inbox_prefix`]) and its own refusals.
+    pub fn device_subscribe_permissions(&self, id: &EquipmentId) -> Vec<String> {
+        vec![
+            format!("{}.>", self.device_inbox_prefix(id)),
+            self.rejects(id.as_str()),
+        ]
+    }
+
+    /// `_INBOX.<id>`: the reply inbox prefix a device's client must use.
+    pub fn device_inbox_prefix(&self, id: &EquipmentId) -> String {
+        format!("_INBOX.{id}")
+    }
+
+    /// `eq.live.>`: what dashboards may subscribe to.
+    pub fn live_all(&self) -> String {
+        format!("{}.live.>", self.prefix)
     }
 
     /// `eq.shard.<n>.cmd`: commands for a shard, subscribed by its owner only.
@@ -117,6 +182,36 @@ impl Subjects {
             ..Default::default()
         }
     }
+
+    /// Configuration of the `EQ_INGEST` stream: a work queue of device messages not yet
+    /// applied. The server itself files each message under its shard
+    /// (`eq.ingest.<id>.status` → `eq.ingest.<shard>.<id>.status`, with NATS's
+    /// `partition()`, the same FNV-1a as [`crate::domain::shard_of`]), so each shard's owner
+    /// consumes exactly its machines, in order. Acknowledged messages are removed: what is in
+    /// the stream is exactly what is still to apply. Full → new publishes are refused.
+    pub fn ingest_stream_config(&self, replicas: usize, shard_count: u32) -> stream::Config {
+        stream::Config {
+            name: self.ingest_stream.clone(),
+            description: Some("Equipment Live durable device ingest, filed by shard".into()),
+            subjects: vec![self.ingest_status_all()],
+            subject_transform: Some(stream::SubjectTransform {
+                source: self.ingest_status_all(),
+                destination: format!(
+                    "{}.ingest.{{{{partition({},1)}}}}.{{{{wildcard(1)}}}}.status",
+                    self.prefix,
+                    shard_count.max(1)
+                ),
+            }),
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            max_bytes: INGEST_MAX_BYTES,
+            num_replicas: replicas.max(1),
+            // Devices set `Nats-Msg-Id` to their command id: a re-sent publish is stored once.
+            duplicate_window: DEDUPE_WINDOW,
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +233,11 @@ mod tests {
             Some("press-1")
         );
         assert_eq!(s.events_stream(), "EQ_EVENTS");
+        assert_eq!(s.ingest_status(&id), "eq.ingest.press-1.status");
+        assert_eq!(
+            s.id_from_ingest_subject("eq.ingest.17.press-1.status"),
+            Some("press-1")
+        );
+        assert_eq!(s.ingest_shard_filter(ShardId(17)), "eq.ingest.17.*.status");
     }
 }

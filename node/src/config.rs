@@ -26,6 +26,18 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
+    /// NATS user of the node (the service user `eq-node` in `deploy/nats/secure.conf`).
+    #[arg(long, env = "EQ_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// Password of `--nats-user` (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "EQ_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// File holding the node's NATS nkey seed (`SU…`), instead of user and password.
+    #[arg(long, env = "EQ_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+
     /// HTTP listen address of the gateway.
     #[arg(long, env = "EQ_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use eq_actors::domain::{
     self, EquipmentId, MAX_ACTOR_LEN, MAX_NOTE_LEN, ReasonCode, Source, Status,
 };
-use eq_actors::equipment::{Action, Command, StatusChange};
+use eq_actors::equipment::{Action, Command, StatusChange, outcome_label};
 use eq_actors::subjects::Subjects;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -68,24 +68,31 @@ struct RejectNotice<'a> {
     rejected_at: DateTime<Utc>,
 }
 
-fn refuse(code: &str, message: impl Into<String>) -> DeviceError {
+/// A refusal with a stable code.
+pub fn refuse(code: &str, message: impl Into<String>) -> DeviceError {
     DeviceError {
         code: code.into(),
         message: message.into(),
     }
 }
 
-/// Parses and validates a device message into a command (pure; unit-tested).
+/// Parses and validates a message on `eq.device.<id>.status` into a command (pure).
 pub fn parse(subjects: &Subjects, subject: &str, payload: &[u8]) -> Result<Command, DeviceError> {
+    parse_body(subjects.id_from_device_subject(subject), payload)
+}
+
+/// Parses and validates a device message whose subject names `raw_id` (`None`: the subject
+/// had no id token) into a command (pure; unit-tested). Shared by the request/reply and the
+/// durable ingest paths.
+pub fn parse_body(raw_id: Option<&str>, payload: &[u8]) -> Result<Command, DeviceError> {
     if payload.len() > MAX_DEVICE_PAYLOAD {
         return Err(refuse(
             "payload_too_large",
             format!("message exceeds {MAX_DEVICE_PAYLOAD} bytes"),
         ));
     }
-    let raw_id = subjects
-        .id_from_device_subject(subject)
-        .ok_or_else(|| refuse("invalid_subject", "subject is not eq.device.<id>.status"))?;
+    let raw_id =
+        raw_id.ok_or_else(|| refuse("invalid_subject", "subject is not eq.device.<id>.status"))?;
     let id = EquipmentId::parse(raw_id).map_err(|e| refuse("invalid_id", e.to_string()))?;
     let body: DeviceStatus =
         serde_json::from_slice(payload).map_err(|e| refuse("malformed_json", e.to_string()))?;
@@ -126,6 +133,7 @@ pub fn parse(subjects: &Subjects, subject: &str, payload: &[u8]) -> Result<Comma
         expected_version: None,
         updated_by: by,
         source: Source::Device,
+        ingest_seq: None,
     })
 }
 
@@ -164,9 +172,14 @@ async fn handle(
     router: Arc<Router>,
     message: Message,
 ) {
+    let refused = Refused {
+        subject: &message.subject,
+        raw_id: subjects.id_from_device_subject(&message.subject),
+        payload: &message.payload,
+    };
     let reply = match parse(&subjects, &message.subject, &message.payload) {
         Err(error) => {
-            reject(&client, &subjects, &message, &error).await;
+            reject(&client, &subjects, &refused, &error).await;
             DeviceReply {
                 ok: false,
                 version: None,
@@ -175,11 +188,7 @@ async fn handle(
         }
         Ok(command) => {
             let result = router.execute(command).await;
-            let outcome = match &result {
-                Ok(o) if o.duplicate => "duplicate",
-                Ok(_) => "accepted",
-                Err(e) => e.code(),
-            };
+            let outcome = outcome_label(&result);
             metrics::counter!("eq_commands_total", "source" => "device", "result" => outcome)
                 .increment(1);
             match result {
@@ -191,7 +200,7 @@ async fn handle(
                 Err(e) => {
                     let error = refuse(e.code(), e.to_string());
                     if !e.is_transient() {
-                        reject(&client, &subjects, &message, &error).await;
+                        reject(&client, &subjects, &refused, &error).await;
                     }
                     DeviceReply {
                         ok: false,
@@ -210,24 +219,34 @@ async fn handle(
     }
 }
 
-async fn reject(
+/// A device message that was refused: where it came from and what it said.
+pub struct Refused<'a> {
+    pub subject: &'a str,
+    /// The id token of the subject, unvalidated.
+    pub raw_id: Option<&'a str>,
+    pub payload: &'a [u8],
+}
+
+/// Counts a refused device message and publishes it on `eq.rejects.<id>` with the reason.
+pub async fn reject(
     client: &async_nats::Client,
     subjects: &Subjects,
-    message: &Message,
+    refused: &Refused<'_>,
     error: &DeviceError,
 ) {
+    let Refused {
+        subject,
+        raw_id,
+        payload,
+    } = *refused;
     metrics::counter!("eq_device_rejects_total", "code" => error.code.clone()).increment(1);
-    let token = subjects
-        .id_from_device_subject(&message.subject)
+    let token = raw_id
         .filter(|t| domain::check_token("id", t).is_ok())
         .unwrap_or("_invalid");
-    warn!(subject = %message.subject, code = %error.code, "device message refused");
-    let preview: String = String::from_utf8_lossy(&message.payload)
-        .chars()
-        .take(512)
-        .collect();
+    warn!(%subject, code = %error.code, "device message refused");
+    let preview: String = String::from_utf8_lossy(payload).chars().take(512).collect();
     let notice = RejectNotice {
-        subject: &message.subject,
+        subject,
         code: &error.code,
         message: &error.message,
         payload: preview,

@@ -4,10 +4,12 @@
 
 pub mod cluster;
 pub mod config;
+pub mod credentials;
 pub mod dev;
 pub mod devices;
 pub mod gateway;
 pub mod history;
+pub mod ingest;
 pub mod live;
 pub mod telemetry;
 
@@ -50,7 +52,7 @@ where
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
-    let client = async_nats::ConnectOptions::new()
+    let client = nats_auth(&config)?
         .name(format!("equipment-live {node_id}"))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
@@ -94,6 +96,10 @@ where
         },
         ctx,
     );
+    retry_until_up("ingest stream", &shutdown, || {
+        ingest::ensure_stream(&js, &subjects, config.replicas, config.shards)
+    })
+    .await?;
     // Membership, leader and assignment: this node hosts the shards assigned to it (all of
     // them when it is alone).
     let info = cluster::NodeInfo {
@@ -153,6 +159,7 @@ where
         });
     }
 
+    let live_hub = live::LiveHub::start(store.stream().clone(), subjects.clone(), workers.clone());
     let state = Arc::new(gateway::AppState {
         router: router.clone(),
         cluster: cluster.clone(),
@@ -161,6 +168,7 @@ where
         db,
         nats: client.clone(),
         metrics,
+        live: live_hub,
         draining: AtomicBool::new(false),
         node_id: node_id.clone(),
     });
@@ -242,6 +250,21 @@ where
     }
     info!("node stopped");
     Ok(())
+}
+
+/// Connect options with the node's NATS credentials, if any.
+fn nats_auth(config: &NodeConfig) -> anyhow::Result<async_nats::ConnectOptions> {
+    let options = async_nats::ConnectOptions::new();
+    if let Some(path) = &config.nats_nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the nkey seed {}", path.display()))?;
+        return Ok(options.nkey(seed.trim().to_string()));
+    }
+    Ok(match (&config.nats_user, &config.nats_password) {
+        (Some(user), Some(password)) => options.user_and_password(user.clone(), password.clone()),
+        (Some(_), None) => anyhow::bail!("--nats-user needs --nats-password (or EQ_NATS_PASSWORD)"),
+        _ => options,
+    })
 }
 
 /// Parses `nats://a:4222,nats://b:4222` into the server list (the client tries them all

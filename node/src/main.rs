@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use eq_node::{NodeConfig, dev, telemetry};
+use eq_node::{NodeConfig, credentials, dev, telemetry};
 use tokio_util::sync::CancellationToken;
 
 // mimalloc: glibc malloc took over a quarter of the node's CPU under load (perf), and
@@ -40,6 +40,14 @@ enum Cmd {
         /// Register the demo brick machines.
         #[arg(long)]
         demo: bool,
+    },
+    /// Issue a NATS credential for one device and print the server config block to add.
+    DeviceCredential {
+        /// The equipment id the device reports for.
+        id: String,
+        /// nkey (default: no secret crosses the network) or password.
+        #[arg(long, value_enum, default_value = "nkey")]
+        kind: credentials::CredentialKind,
     },
     /// Write the OpenAPI spec (to stdout, or to a file).
     Openapi {
@@ -78,6 +86,13 @@ async fn main() -> anyhow::Result<()> {
             .await;
             nats.stop().await;
             result
+        }
+        Cmd::DeviceCredential { id, kind } => {
+            let subjects = eq_actors::subjects::Subjects::new(&cli.node.prefix);
+            let id = eq_actors::EquipmentId::parse(&id)?;
+            let credential = credentials::issue(&subjects, &id, kind)?;
+            print!("{}", credentials::render(&subjects, &id, &credential));
+            Ok(())
         }
         Cmd::Openapi { out } => {
             let spec = eq_node::gateway::spec_json();

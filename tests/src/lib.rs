@@ -8,6 +8,7 @@ pub mod load;
 pub mod nats;
 pub mod node;
 pub mod postgres;
+pub mod sse;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -52,4 +53,17 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Asserts that history items hold versions 1..=n, each once, in order.
+pub fn assert_gapless(what: &str, items: &[serde_json::Value]) {
+    let versions: Vec<u64> = items
+        .iter()
+        .map(|i| i["version"].as_u64().expect("a version"))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=items.len() as u64).collect::<Vec<u64>>(),
+        "{what}: history versions must be gapless, ordered and unique"
+    );
 }

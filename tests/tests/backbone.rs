@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use eq_tests::load::{LoadReport, verify_history};
 use eq_tests::postgres::DbKind;
-use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
+use eq_tests::{
+    NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, assert_gapless, wait_for,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -46,19 +48,6 @@ async fn history_of(node: &NodeProcess, id: &str, count: usize) -> Vec<Value> {
     .await
 }
 
-/// Asserts versions 1..=n, each once, in order.
-fn assert_gapless(items: &[Value]) {
-    let versions: Vec<u64> = items
-        .iter()
-        .map(|i| i["version"].as_u64().unwrap())
-        .collect();
-    let expected: Vec<u64> = (1..=items.len() as u64).collect();
-    assert_eq!(
-        versions, expected,
-        "versions must be gapless, ordered and unique"
-    );
-}
-
 const STATUSES: [&str; 3] = ["green", "yellow", "red"];
 
 async fn http_round_trip(kind: DbKind) {
@@ -86,7 +75,7 @@ async fn http_round_trip(kind: DbKind) {
     assert_eq!(current.etag.as_deref(), Some("\"21\""));
     let items = history_of(&s.node, "press-1", 21).await;
     assert_eq!(items.len(), 21);
-    assert_gapless(&items);
+    assert_gapless("history", &items);
     assert_eq!(items[0]["kind"], "registered");
     for (i, item) in items[1..].iter().enumerate() {
         assert_eq!(item["status"], STATUSES[i % 3]);
@@ -151,7 +140,7 @@ async fn device_round_trip(kind: DbKind) {
     assert_eq!(current.body["source"], "device");
     let items = history_of(&s.node, "kiln-1", 16).await;
     assert_eq!(items.len(), 16);
-    assert_gapless(&items);
+    assert_gapless("history", &items);
     assert!(items[1..].iter().all(|i| i["source"] == "device"));
 }
 
@@ -264,7 +253,7 @@ async fn concurrent_writers_on_one_equipment_keep_versions_gapless() {
     );
     let items = history_of(&s.node, "robot-1", 201).await;
     assert_eq!(items.len(), 201);
-    assert_gapless(&items);
+    assert_gapless("history", &items);
 }
 
 #[tokio::test]
@@ -559,7 +548,7 @@ async fn nats_outage_flips_readiness_and_loses_nothing() {
     assert_eq!(after.status, 200, "{:?}", after.body);
     assert_eq!(after.version(), 5);
     let items = history_of(&s.node, "oven-1", 5).await;
-    assert_gapless(&items);
+    assert_gapless("history", &items);
     let statuses: HashSet<&str> = items.iter().filter_map(|i| i["status"].as_str()).collect();
     assert!(statuses.contains("red"));
 }

@@ -66,6 +66,15 @@ impl CommandError {
     }
 }
 
+/// A metric label for a command's result: `accepted`, `duplicate` or the error code.
+pub fn outcome_label(result: &Result<Outcome, CommandError>) -> &'static str {
+    match result {
+        Ok(o) if o.duplicate => "duplicate",
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    }
+}
+
 /// Replies to a command.
 pub type CommandReply = RpcReplyPort<Result<Outcome, CommandError>>;
 
@@ -183,6 +192,13 @@ impl EquipmentActorState {
                     duplicate: true,
                 })
             }
+            Decision::AlreadyApplied => match current {
+                Some(equipment) => Ok(Outcome {
+                    equipment,
+                    duplicate: true,
+                }),
+                None => Err(CommandError::Rejected(Rejection::NotFound)),
+            },
             Decision::Append(event) => {
                 match self.ctx.store.append(&event, last_seq).await {
                     Ok(appended) if !appended.duplicate => {

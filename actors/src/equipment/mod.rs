@@ -7,7 +7,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use actor::{CommandError, EquipmentActor, EquipmentMsg, Outcome};
+pub use actor::{CommandError, EquipmentActor, EquipmentMsg, Outcome, outcome_label};
 pub use state::{
     Action, Command, Decision, Equipment, EquipmentState, Event, EventKind, MetadataPatch,
     Registration, Rejection, Rules, StatusChange, apply, decide,

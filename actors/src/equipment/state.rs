@@ -63,6 +63,9 @@ pub struct RecentCommand {
 pub struct EquipmentState {
     pub equipment: Option<Equipment>,
     pub recent: Vec<RecentCommand>,
+    /// Highest `EQ_INGEST` sequence applied to this machine (0: none). Durable device
+    /// messages arrive in stream order, so anything at or below it was applied already.
+    pub ingest_high: u64,
 }
 
 /// Kinds of events.
@@ -102,6 +105,13 @@ pub struct Event {
     /// Recent idempotency keys, so a reloaded actor still recognises retries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_commands: Vec<RecentCommand>,
+    /// Carried forward like `recent_commands`: see [`EquipmentState::ingest_high`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ingest_high: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Registration data.
@@ -166,6 +176,10 @@ pub struct Command {
     pub expected_version: Option<Version>,
     pub updated_by: String,
     pub source: Source,
+    /// The `EQ_INGEST` sequence of the durable device message this command came from: the
+    /// exactly-once key for redeliveries, whatever the dedupe windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_seq: Option<u64>,
 }
 
 impl Command {
@@ -238,6 +252,9 @@ pub enum Decision {
     Append(Box<Event>),
     /// The command is a retry of one already applied: answer with that result.
     Duplicate { version: Version, seq: u64 },
+    /// A durable device message at or below the machine's ingest high-water mark: it was
+    /// applied before (a redelivery). Answer with the current state.
+    AlreadyApplied,
 }
 
 /// Decides what a command does to a state, without side effects.
@@ -247,6 +264,11 @@ pub fn decide(
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Result<Decision, Rejection> {
+    if let Some(seq) = command.ingest_seq
+        && seq <= state.ingest_high
+    {
+        return Ok(Decision::AlreadyApplied);
+    }
     if let Some(key) = &command.command_id
         && let Some(seen) = state.recent.iter().find(|r| &r.key == key)
     {
@@ -380,6 +402,7 @@ pub fn decide(
         previous_status,
         state: next,
         recent_commands: recent,
+        ingest_high: state.ingest_high.max(command.ingest_seq.unwrap_or(0)),
     })))
 }
 
@@ -404,5 +427,6 @@ pub fn apply(state: EquipmentState, event: &Event, seq: u64) -> EquipmentState {
     EquipmentState {
         equipment: Some(event.state.clone()),
         recent,
+        ingest_high: event.ingest_high,
     }
 }

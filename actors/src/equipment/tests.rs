@@ -21,6 +21,7 @@ fn command(action: Action) -> Command {
         expected_version: None,
         updated_by: "alice".into(),
         source: Source::Api,
+        ingest_seq: None,
     }
 }
 
@@ -48,7 +49,7 @@ fn set_status(status: Status) -> Command {
 fn step(state: EquipmentState, cmd: &Command, at: DateTime<Utc>) -> EquipmentState {
     match decide(&state, cmd, at, &Rules::default()).expect("accepted") {
         Decision::Append(event) => apply(state, &event, event.version.0 * 10),
-        Decision::Duplicate { .. } => state,
+        Decision::Duplicate { .. } | Decision::AlreadyApplied => state,
     }
 }
 
@@ -310,6 +311,31 @@ fn recent_keys_are_bounded_and_survive_a_reload_from_the_last_event() {
         decide(&reloaded, &retry, now(), &Rules::default()).unwrap(),
         Decision::Duplicate { .. }
     ));
+}
+
+#[test]
+fn a_redelivered_ingest_message_is_applied_once() {
+    let ingest = |seq: u64, status: Status| Command {
+        ingest_seq: Some(seq),
+        source: Source::Device,
+        ..set_status(status)
+    };
+    let state = step(registered(), &ingest(40, Status::Red), now());
+    assert_eq!(state.ingest_high, 40);
+    let version = state.equipment.as_ref().unwrap().version;
+    // The same message again (its ack was lost), and an older one: both already applied.
+    for seq in [40, 12] {
+        assert_eq!(
+            decide(&state, &ingest(seq, Status::Red), now(), &Rules::default()),
+            Ok(Decision::AlreadyApplied)
+        );
+    }
+    // An API change in between keeps the mark (it travels in every event).
+    let state = step(state, &set_status(Status::Green), now());
+    assert_eq!(state.ingest_high, 40);
+    let state = step(state, &ingest(41, Status::Yellow), now());
+    assert_eq!(state.ingest_high, 41);
+    assert_eq!(state.equipment.unwrap().version, Version(version.0 + 2));
 }
 
 #[test]

@@ -29,6 +29,7 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::ingest::IngestWorkers;
 use assignment::{Assignment, assign};
 use router::ShardServer;
 
@@ -70,6 +71,7 @@ pub struct Cluster {
     control: kv::Store,
     shards: Arc<ShardHost>,
     server: ShardServer,
+    ingest: Arc<IngestWorkers>,
     assignment: watch::Sender<Assignment>,
     applied: AtomicBool,
 }
@@ -117,6 +119,12 @@ impl Cluster {
             nodes,
             lease,
             control,
+            ingest: IngestWorkers::new(
+                js.clone(),
+                client.clone(),
+                subjects.clone(),
+                shards.clone(),
+            ),
             server: ShardServer::new(client, subjects, shards.clone()),
             shards,
             assignment,
@@ -166,6 +174,7 @@ impl Cluster {
     /// Leaves: stops hosting, gives up leadership and membership at once (no TTL wait).
     pub async fn leave(&self) {
         let me = self.node_id().await;
+        self.ingest.stop_all().await;
         self.server.stop_all().await;
         self.shards.release_all();
         if let Ok(Some(entry)) = self.lease.entry(LEADER_KEY).await
@@ -179,6 +188,7 @@ impl Cluster {
     /// Stops hosting everything without telling the cluster (NATS is unreachable; the
     /// heartbeat expiring tells the others).
     pub async fn release_local(&self) {
+        self.ingest.stop_all().await;
         self.server.stop_all().await;
         self.shards.release_all();
     }
@@ -340,7 +350,9 @@ impl Cluster {
         let mine: BTreeSet<ShardId> = next.shards_of(&me).into_iter().map(ShardId).collect();
         let hosted: BTreeSet<ShardId> = self.shards.hosted().into_iter().collect();
         for shard in hosted.difference(&mine) {
-            // Stop taking remote commands first, then let the actors finish and stop.
+            // Stop taking durable device messages and remote commands first, then let the
+            // actors finish and stop.
+            self.ingest.stop(*shard).await;
             self.server.stop(*shard).await;
             self.shards.release(*shard);
             metrics::counter!("eq_handoffs_total", "direction" => "out").increment(1);
@@ -351,6 +363,7 @@ impl Cluster {
                 continue;
             }
             self.server.serve(*shard).await;
+            self.ingest.start(*shard).await;
             metrics::counter!("eq_handoffs_total", "direction" => "in").increment(1);
         }
         self.assignment.send_replace(next);

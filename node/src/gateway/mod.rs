@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod equipment;
 pub mod history;
 pub mod listener;
+pub mod live;
 pub mod models;
 pub mod ops;
 pub mod problem;
@@ -42,6 +43,8 @@ pub enum ApiTags {
     History,
     /// Nodes, leader, shard owners; draining a node.
     Cluster,
+    /// The floor's changes, live.
+    Live,
 }
 
 /// What the API handlers share.
@@ -54,6 +57,7 @@ pub struct AppState {
     pub db: Option<DatabaseConnection>,
     pub nats: async_nats::Client,
     pub metrics: PrometheusHandle,
+    pub live: Arc<crate::live::LiveHub>,
     pub draining: AtomicBool,
     pub node_id: String,
 }
@@ -69,11 +73,7 @@ impl AppState {
     pub async fn execute(&self, command: Command) -> Result<CommandAnswer, ApiError> {
         let started = Instant::now();
         let result = self.router.execute(command).await;
-        let outcome = match &result {
-            Ok(o) if o.duplicate => "duplicate",
-            Ok(_) => "accepted",
-            Err(e) => e.code(),
-        };
+        let outcome = eq_actors::equipment::outcome_label(&result);
         metrics::counter!("eq_commands_total", "source" => "api", "result" => outcome).increment(1);
         metrics::histogram!("eq_command_duration_seconds", "source" => "api")
             .record(started.elapsed().as_secs_f64());
@@ -124,6 +124,7 @@ pub fn api_command(
         expected_version: parse_if_match(if_match)?,
         updated_by,
         source: eq_actors::Source::Api,
+        ingest_seq: None,
     })
 }
 
@@ -200,6 +201,7 @@ pub fn api_service() -> OpenApiService<
         equipment::EquipmentApi,
         status::StatusApi,
         history::HistoryApi,
+        live::LiveApi,
         cluster::ClusterApi,
     ),
     (),
@@ -209,6 +211,7 @@ pub fn api_service() -> OpenApiService<
             equipment::EquipmentApi,
             status::StatusApi,
             history::HistoryApi,
+            live::LiveApi,
             cluster::ClusterApi,
         ),
         "Equipment Live",

@@ -368,3 +368,63 @@ pub struct HistoryPage {
 pub fn status_from_str(s: &str) -> Status {
     domain::Status::parse(s).map_or(Status::Yellow, Into::into)
 }
+
+/// What kind of event a live message reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum EventKind {
+    Registered,
+    MetadataUpdated,
+    StatusChanged,
+    Decommissioned,
+}
+
+impl From<eq_actors::equipment::EventKind> for EventKind {
+    fn from(kind: eq_actors::equipment::EventKind) -> Self {
+        use eq_actors::equipment::EventKind as K;
+        match kind {
+            K::Registered => EventKind::Registered,
+            K::MetadataUpdated => EventKind::MetadataUpdated,
+            K::StatusChanged => EventKind::StatusChanged,
+            K::Decommissioned => EventKind::Decommissioned,
+        }
+    }
+}
+
+/// One message of the live stream (`GET /v1/live`). The SSE event type says what it is:
+/// `snapshot` (the current state of a machine, sent first), `ready` (the snapshot is
+/// complete; only `seq` is set, and the SSE id), `change` (an accepted change; SSE id =
+/// `seq`). Keep-alive comments come every 15 s.
+#[derive(Debug, Clone, Object)]
+pub struct LiveEvent {
+    /// Position in the event log (`EQ_EVENTS` stream sequence). Send the last one seen as
+    /// `Last-Event-ID` to resume without a gap.
+    pub seq: u64,
+    /// What happened (absent on `ready`).
+    pub kind: Option<EventKind>,
+    /// The machine's full state after the event (absent on `ready`).
+    pub equipment: Option<EquipmentView>,
+    /// The status before this event, for status changes.
+    pub previous_status: Option<Status>,
+}
+
+impl LiveEvent {
+    pub fn from_event(seq: u64, event: &eq_actors::equipment::Event) -> Self {
+        LiveEvent {
+            seq,
+            kind: Some(event.kind.into()),
+            equipment: Some(event.state.clone().into()),
+            previous_status: event.previous_status.map(Into::into),
+        }
+    }
+
+    /// The `ready` marker at `seq`.
+    pub fn ready(seq: u64) -> Self {
+        LiveEvent {
+            seq,
+            kind: None,
+            equipment: None,
+            previous_status: None,
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Live fan-out: every event, once JetStream acknowledged it, is published on
+//! Live subjects: every event, once JetStream acknowledged it, is published on
 //! `eq.live.<site>.<line>.<id>` for dashboards. The actor only enqueues (it never waits on
 //! dashboards); one task publishes.
 

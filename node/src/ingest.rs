@@ -1,0 +1,361 @@
+//! Durable device ingest. A device publishes on `eq.ingest.<id>.status` through JetStream
+//! (stream `EQ_INGEST`) and gets the publish ack as soon as the message is stored, even when
+//! no node is up. The server files each message under its shard (a subject transform with
+//! `partition()`), and the node that hosts a shard consumes that shard's messages and applies
+//! them in order, exactly once:
+//!
+//! - Order: one consumer per shard, and within a fetched chunk each machine's messages run
+//!   one after the other (machines run side by side). When a message cannot be applied yet
+//!   (a transient error), its machine's later messages are not applied either, and the
+//!   consumer is recreated: `EQ_INGEST` is a work queue, so the recreated consumer starts
+//!   again at the oldest message not yet acknowledged.
+//! - Exactly once: a redelivered message carries its stream sequence into the command, and
+//!   the machine's state remembers the highest sequence applied (`ingest_high`); a retried
+//!   publish with the same `command_id` is caught by the idempotency keys, and one with the
+//!   same `Nats-Msg-Id` by the stream's own dedupe window.
+//! - Hand-off: a worker that stops (its shard moves) finishes its chunk, then deletes its
+//!   consumer; the new owner deletes any consumer left by a dead owner before it creates its
+//!   own. Appends stay fenced per machine, so two workers overlapping for a moment can delay
+//!   a message but never apply one twice or out of order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::pull, stream::Stream};
+use eq_actors::ShardId;
+use eq_actors::equipment::{CommandError, outcome_label};
+use eq_actors::shard::ShardHost;
+use eq_actors::subjects::{INGEST_CONSUMER_PREFIX, Subjects};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::devices;
+
+/// Most messages applied per chunk.
+const CHUNK: usize = 500;
+/// How long a message may stay unacknowledged before JetStream redelivers it.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// A consumer nobody pulls from for this long is removed by the server.
+const INACTIVE: Duration = Duration::from_secs(3600);
+/// How often a worker whose consumer was taken over checks whether it may resume.
+const TAKEOVER_POLL: Duration = Duration::from_secs(2);
+
+/// Creates `EQ_INGEST` if it does not exist (devices can publish durably from then on, even
+/// while no node runs).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+    shard_count: u32,
+) -> anyhow::Result<Stream> {
+    let config = subjects.ingest_stream_config(replicas, shard_count);
+    match js.get_stream(subjects.ingest_stream()).await {
+        Ok(mut stream) => {
+            let existing = stream.info().await?.config.subject_transform.clone();
+            if existing != config.subject_transform {
+                // The shard count is fixed when the cluster is created: messages filed under
+                // another count would never reach an owner.
+                warn!(
+                    stream = subjects.ingest_stream(),
+                    ?existing,
+                    "ingest stream was created for another shard count; updating it"
+                );
+                js.update_stream(config).await?;
+            }
+            Ok(stream)
+        }
+        Err(_) => Ok(js
+            .create_stream(config)
+            .await
+            .context("creating the ingest stream")?),
+    }
+}
+
+/// One worker per hosted shard.
+pub struct IngestWorkers {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    subjects: Subjects,
+    shards: Arc<ShardHost>,
+    running: Mutex<HashMap<ShardId, Worker>>,
+}
+
+struct Worker {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What became of one message.
+enum Applied {
+    /// Applied, recognised as applied before, or refused for good: acknowledge it.
+    Settled,
+    /// Not applicable now (store unavailable, shard moving): keep it for later.
+    Retry(CommandError),
+}
+
+impl IngestWorkers {
+    pub fn new(
+        js: jetstream::Context,
+        client: async_nats::Client,
+        subjects: Subjects,
+        shards: Arc<ShardHost>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            js,
+            client,
+            subjects,
+            shards,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts consuming a shard's durable device messages (no-op if running).
+    pub async fn start(self: &Arc<Self>, shard: ShardId) {
+        let mut running = self.running.lock().await;
+        if running.get(&shard).is_some_and(|w| !w.task.is_finished()) {
+            return;
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.clone().run(shard, stop.clone()));
+        running.insert(shard, Worker { stop, task });
+    }
+
+    /// Stops a shard's worker once its current chunk is applied and acknowledged.
+    pub async fn stop(&self, shard: ShardId) {
+        let worker = self.running.lock().await.remove(&shard);
+        if let Some(worker) = worker {
+            worker.stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(15), worker.task)
+                .await
+                .is_err()
+            {
+                warn!(shard = %shard, "ingest worker did not stop in time");
+            }
+        }
+    }
+
+    pub async fn stop_all(&self) {
+        let shards: Vec<ShardId> = self.running.lock().await.keys().copied().collect();
+        futures::future::join_all(shards.into_iter().map(|s| self.stop(s))).await;
+    }
+
+    async fn run(self: Arc<Self>, shard: ShardId, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut mine: Option<String> = None;
+        while !stop.is_cancelled() {
+            // A shard released behind the cluster's back (a fenced stale owner) must not
+            // take the consumer back from its new owner.
+            let hosted = self.shards.hosted_contains(shard);
+            let taken = if hosted {
+                self.take_consumer(shard, mine.as_deref()).await
+            } else {
+                Ok(None)
+            };
+            let result = match taken {
+                Ok(Some(consumer)) => {
+                    mine = consumer.cached_info().config.durable_name.clone();
+                    self.consume(shard, consumer, &stop).await
+                }
+                Ok(None) => {
+                    // Another node's worker holds this shard's consumer (it owned the shard
+                    // a moment ago, or it is a stale owner), or the shard is not ours: wait.
+                    debug!(shard = %shard, hosted, "ingest consumer held elsewhere; waiting");
+                    if hosted {
+                        mine = None;
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(TAKEOVER_POLL) => continue,
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    // A consumer deleted under us is a hand-off (the next owner took over),
+                    // not a fault.
+                    let text = error.to_string();
+                    if text.contains("consumer deleted") {
+                        debug!(shard = %shard, "ingest consumer taken over");
+                    } else {
+                        warn!(shard = %shard, error = %text, "durable ingest paused; resuming in order");
+                    }
+                    metrics::counter!("eq_ingest_resets_total").increment(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Hand-off: let the next owner start at once, at the oldest unacknowledged message.
+        let _ = self.client.flush().await;
+        if let Some(name) = mine
+            && let Ok(stream) = self.js.get_stream(self.subjects.ingest_stream()).await
+        {
+            let _ = stream.delete_consumer(&name).await;
+        }
+        debug!(shard = %shard, "ingest worker stopped");
+    }
+
+    /// Replaces this shard's consumer by a fresh one that starts at the oldest message not
+    /// yet acknowledged. `None` if our previous consumer was deleted by someone else who
+    /// still holds one (they own the shard now, or think so).
+    async fn take_consumer(
+        &self,
+        shard: ShardId,
+        mine: Option<&str>,
+    ) -> anyhow::Result<Option<jetstream::consumer::Consumer<pull::Config>>> {
+        let stream = self.js.get_stream(self.subjects.ingest_stream()).await?;
+        let prefix = format!("{INGEST_CONSUMER_PREFIX}-{shard}-");
+        let existing: Vec<String> = stream
+            .consumer_names()
+            .try_filter(|name| futures::future::ready(name.starts_with(&prefix)))
+            .try_collect()
+            .await?;
+        if let Some(mine) = mine
+            && !existing.iter().any(|n| n == mine)
+            && !existing.is_empty()
+        {
+            return Ok(None);
+        }
+        // Delete first: a work-queue stream allows one consumer per subject.
+        for name in &existing {
+            stream.delete_consumer(name).await?;
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{prefix}{nanos:x}");
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("durable device ingest of shard {shard}")),
+                filter_subject: self.subjects.ingest_shard_filter(shard),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: (CHUNK * 4) as i64,
+                inactive_threshold: INACTIVE,
+                ..Default::default()
+            })
+            .await?;
+        info!(shard = %shard, consumer = %name, "consuming durable device messages");
+        Ok(Some(consumer))
+    }
+
+    /// Applies chunks until stopped (`Ok`) or until something must be retried (`Err`).
+    async fn consume(
+        &self,
+        shard: ShardId,
+        consumer: jetstream::consumer::Consumer<pull::Config>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut messages = consumer.messages().await?.ready_chunks(CHUNK);
+        loop {
+            let chunk = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                chunk = messages.next() => chunk.context("ingest consumer ended")?,
+            };
+            let mut delivered = Vec::with_capacity(chunk.len());
+            let mut failure = None;
+            for message in chunk {
+                match message {
+                    Ok(m) => delivered.push(m),
+                    Err(error) => failure = Some(anyhow::anyhow!("ingest consumer: {error}")),
+                }
+            }
+            if let Some(error) = self.apply_chunk(shard, delivered).await {
+                return Err(anyhow::anyhow!("message kept for a retry: {error}"));
+            }
+            if let Some(error) = failure {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Applies one chunk: each machine's messages in order, machines side by side. Returns
+    /// the first error that left a message unapplied.
+    async fn apply_chunk(
+        &self,
+        shard: ShardId,
+        messages: Vec<jetstream::Message>,
+    ) -> Option<CommandError> {
+        let mut chains: Vec<Vec<jetstream::Message>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for message in messages {
+            let id = self
+                .subjects
+                .id_from_ingest_subject(&message.subject)
+                .unwrap_or_default()
+                .to_string();
+            let at = *index.entry(id).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[at].push(message);
+        }
+        let results = futures::future::join_all(chains.into_iter().map(|chain| async move {
+            for message in chain {
+                match self.apply_one(&message).await {
+                    Applied::Settled => {
+                        if let Err(error) = message.ack().await {
+                            // Redelivered later and recognised as applied.
+                            debug!(%error, "ingest ack not sent");
+                        }
+                    }
+                    Applied::Retry(error) => return Some(error),
+                }
+            }
+            None
+        }))
+        .await;
+        let failed = results.into_iter().flatten().next();
+        if let Some(error) = &failed {
+            debug!(shard = %shard, %error, "ingest chunk left messages for a retry");
+        }
+        failed
+    }
+
+    async fn apply_one(&self, message: &jetstream::Message) -> Applied {
+        let refused = devices::Refused {
+            subject: &message.subject,
+            raw_id: self.subjects.id_from_ingest_subject(&message.subject),
+            payload: &message.payload,
+        };
+        let mut command = match devices::parse_body(refused.raw_id, &message.payload) {
+            Ok(command) => command,
+            Err(error) => {
+                devices::reject(&self.client, &self.subjects, &refused, &error).await;
+                return Applied::Settled;
+            }
+        };
+        match message.info() {
+            Ok(info) => command.ingest_seq = Some(info.stream_sequence),
+            Err(error) => {
+                return Applied::Retry(CommandError::Unavailable(format!(
+                    "message without metadata: {error}"
+                )));
+            }
+        }
+        let result = self.shards.execute(command).await;
+        metrics::counter!("eq_commands_total", "source" => "ingest", "result" => outcome_label(&result))
+            .increment(1);
+        match result {
+            Ok(_) => Applied::Settled,
+            Err(CommandError::Rejected(rejection)) => {
+                let error = devices::refuse(rejection.code(), rejection.to_string());
+                devices::reject(&self.client, &self.subjects, &refused, &error).await;
+                Applied::Settled
+            }
+            Err(error) => Applied::Retry(error),
+        }
+    }
+}
