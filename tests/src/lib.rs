@@ -67,3 +67,22 @@ pub fn assert_gapless(what: &str, items: &[serde_json::Value]) {
         "{what}: history versions must be gapless, ordered and unique"
     );
 }
+
+/// Runs the example Pi publisher (`deploy/devices/pi_publisher.py`) with `args`, on the
+/// python that `scripts/install-device-example.sh` prepared (`EQ_DEVICE_PYTHON`).
+pub async fn run_pi_publisher(args: &[&str]) -> std::process::Output {
+    let python = std::env::var("EQ_DEVICE_PYTHON").unwrap_or_else(|_| {
+        workspace_root()
+            .join(".tools/venv/bin/python")
+            .display()
+            .to_string()
+    });
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(workspace_root().join("deploy/devices/pi_publisher.py"))
+        .args(args);
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joining")
+        .expect("running the Pi publisher (scripts/install-device-example.sh installs nats-py)")
+}

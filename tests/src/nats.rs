@@ -29,11 +29,25 @@ pub struct NatsOptions {
     pub sync_always: bool,
     /// More configuration (e.g. a `cluster {}` block).
     pub extra_config: String,
+    /// Run this configuration file instead (its listen and monitoring ports are replaced
+    /// by free ones; `EQ_NATS_STORE_DIR` points into the temp dir), with these variables.
+    pub config_file: Option<std::path::PathBuf>,
+    pub env: Vec<(String, String)>,
     /// Internal: skip waiting for the port in `launch` (clustered servers wait later).
     wait: bool,
 }
 
 impl NatsOptions {
+    /// Runs a configuration file of the project's own (e.g. `deploy/nats/secure.conf`) with
+    /// these environment variables.
+    pub fn config_file(path: std::path::PathBuf, env: Vec<(String, String)>) -> Self {
+        Self {
+            config_file: Some(path),
+            env,
+            ..Self::default()
+        }
+    }
+
     /// fsync every write.
     pub fn durable() -> Self {
         Self {
@@ -90,16 +104,28 @@ impl NatsServer {
             self.dir.path().join("js").display(),
             self.options.extra_config
         );
-        let config_path = self.dir.path().join("nats.conf");
-        std::fs::write(&config_path, config).expect("writing nats config");
+        let config_path = match &self.options.config_file {
+            Some(path) => path.clone(),
+            None => {
+                let path = self.dir.path().join("nats.conf");
+                std::fs::write(&path, config).expect("writing nats config");
+                path
+            }
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("nats.log"))
             .expect("nats log");
-        let child = Command::new(nats_server_binary())
-            .arg("-c")
-            .arg(&config_path)
+        let mut command = Command::new(nats_server_binary());
+        command.arg("-c").arg(&config_path);
+        if self.options.config_file.is_some() {
+            command
+                .args(["-p", &self.port.to_string(), "-m", "-1"])
+                .env("EQ_NATS_STORE_DIR", self.dir.path().join("js"))
+                .envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = command
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -174,7 +200,7 @@ impl NatsCluster {
                 options: NatsOptions {
                     sync_always: true,
                     extra_config: extra,
-                    wait: false,
+                    ..NatsOptions::default()
                 },
                 child: None,
             };

@@ -1,5 +1,6 @@
 //! Devices publishing straight onto NATS, as a Raspberry Pi would (a plain NATS client):
-//! the durable ingest through JetStream, with and without a node up, across node restarts.
+//! the durable ingest through JetStream, with and without a node up, across node restarts,
+//! and the example Pi publisher of `deploy/devices/`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +10,8 @@ use eq_actors::EquipmentId;
 use eq_actors::domain::shard_of;
 use eq_tests::postgres::DbKind;
 use eq_tests::{
-    NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, assert_gapless, wait_for,
+    NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, assert_gapless,
+    run_pi_publisher, wait_for,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -207,4 +209,51 @@ async fn durable_ingest_survives_killed_and_restarted_nodes() {
             "{id}: every message once, in publish order"
         );
     }
+}
+
+#[tokio::test]
+async fn the_example_pi_publisher_reports_through_both_paths() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let node = NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await;
+    assert_eq!(
+        node.client()
+            .register("press-1", "plant-a", "line-1")
+            .await
+            .status,
+        201
+    );
+    let url = nats.url();
+    let output = run_pi_publisher(&[
+        "--server", &url, "--id", "press-1", "red", "--reason", "jam",
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let output =
+        run_pi_publisher(&["--server", &url, "--id", "press-1", "--durable", "yellow"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let client = node.client();
+    let current = wait_for(
+        "the durable change applied",
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move {
+                let current = client.get("press-1").await;
+                (current.version() == 3).then_some(current)
+            }
+        },
+    )
+    .await;
+    assert_eq!(current.body["status"], "yellow");
+    assert_eq!(current.body["source"], "device");
+    let history = client.history("press-1").await;
+    assert_eq!(history[1]["reason"], "jam");
+    // A refusal: exit code 1 and the error code.
+    let output = run_pi_publisher(&["--server", &url, "--id", "ghost-1", "red"]).await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("not_found")
+            || String::from_utf8_lossy(&output.stderr).contains("not_found")
+    );
 }
