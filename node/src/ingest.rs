@@ -272,6 +272,12 @@ impl IngestWorkers {
                     Err(error) => failure = Some(anyhow::anyhow!("ingest consumer: {error}")),
                 }
             }
+            // Device messages of this shard stored but not yet delivered to us: the
+            // durable path's backlog, for ops.
+            if let Some(info) = delivered.last().and_then(|m| m.info().ok()) {
+                metrics::gauge!("eq_ingest_pending", "shard" => shard.to_string())
+                    .set(info.pending as f64);
+            }
             if let Some(error) = self.apply_chunk(shard, delivered).await {
                 return Err(anyhow::anyhow!("message kept for a retry: {error}"));
             }

@@ -3,7 +3,9 @@
 //!
 //! - raw JetStream publish with expected-subject-sequence at the same concurrency;
 //! - HTTP set-status end to end (rate, p50/p99) over many equipment, and its ratio to raw;
-//! - the device request/reply path, and its ratio to raw;
+//! - the device paths, request/reply and durable (JetStream ingest), and their ratio to raw;
+//! - live fan-out: lag from a change's acknowledgement to its delivery on 1,000 SSE
+//!   subscribers;
 //! - history lag (largest backlog during the load, drain time after it);
 //! - memory per active actor with 100,000 machines active at once.
 //!
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod live;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
@@ -32,6 +35,7 @@ struct Args {
     modes: Vec<bool>,
     postgres: bool,
     cluster: bool,
+    sse_subscribers: usize,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +47,7 @@ fn parse_args() -> Args {
         modes: vec![false, true],
         postgres: false,
         cluster: true,
+        sse_subscribers: 1000,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -69,10 +74,14 @@ fn parse_args() -> Args {
                 args.cluster = false;
                 i -= 1;
             }
+            "--sse-subscribers" => {
+                args.sse_subscribers = value.parse().expect("--sse-subscribers N (0: skip)")
+            }
             "--help" | "-h" => {
                 println!(
                     "bench [--equipment 10000] [--concurrency 256] [--seconds 10] \
-                     [--memory-actors 100000] [--only-default|--only-always] [--postgres]"
+                     [--memory-actors 100000] [--only-default|--only-always] [--postgres] \
+                     [--no-cluster] [--sse-subscribers 1000]"
                 );
                 std::process::exit(0);
             }
@@ -225,6 +234,9 @@ struct ModeResult {
     raw_msgid: Load,
     http: Load,
     device: Load,
+    /// Durable ingest: the devices' publish acks, and the rate at which the node applied.
+    durable_publish: Load,
+    durable_applied_per_second: f64,
     max_lag: f64,
     drain_seconds: f64,
 }
@@ -317,6 +329,8 @@ async fn run_mode(args: &Args, sync_always: bool) -> anyhow::Result<ModeResult> 
         }
     })
     .await;
+    eprintln!("== {label}: durable device ingest (JetStream publish, applied by the node)");
+    let (durable_publish, durable_applied_per_second) = durable_ingest(&nats, args).await?;
     drop(node);
     Ok(ModeResult {
         sync_always,
@@ -324,9 +338,42 @@ async fn run_mode(args: &Args, sync_always: bool) -> anyhow::Result<ModeResult> 
         raw_msgid,
         http,
         device,
+        durable_publish,
+        durable_applied_per_second,
         max_lag: max_lag.load(Ordering::Relaxed) as f64,
         drain_seconds,
     })
+}
+
+/// Devices publish through JetStream to `eq.ingest.<id>.status` (with `Nats-Msg-Id`, as the
+/// example Pi does) for the phase's duration; then waits until the node applied everything
+/// (the work queue is empty). Returns the publish figures and the end-to-end applied rate.
+async fn durable_ingest(nats: &NatsServer, args: &Args) -> anyhow::Result<(Load, f64)> {
+    let js = jetstream::new(async_nats::connect(nats.url()).await?);
+    let queue = js.get_stream("EQ_INGEST").await?;
+    let started = Instant::now();
+    let publisher = js.clone();
+    let publish = drive(args.concurrency, args.equipment, Duration::from_secs(args.seconds), move |_, idx, it| {
+        let js = publisher.clone();
+        async move {
+            let command_id = format!("d{idx}-{it}");
+            let body = json!({"status": STATUSES[(idx + it as usize + 2) % 3], "device_id": "bench-pi", "command_id": command_id});
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", command_id.as_str());
+            match js.publish_with_headers(format!("eq.ingest.bench-{idx}.status"), headers, body.to_string().into()).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    wait_for("the ingest queue applied", Duration::from_secs(600), || {
+        let mut queue = queue.clone();
+        async move { (queue.info().await.ok()?.state.messages == 0).then_some(()) }
+    })
+    .await;
+    let applied_per_second = publish.ok as f64 / started.elapsed().as_secs_f64();
+    Ok((publish, applied_per_second))
 }
 
 /// Registers `bench-0..n` over HTTP with `concurrency` requests in flight.
@@ -450,6 +497,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let fan_out = if args.sse_subscribers > 0 {
+        Some(live::run(args.sse_subscribers, 100, 100, args.seconds).await?)
+    } else {
+        None
+    };
     let cluster = if args.cluster {
         Some(cluster::run(&args).await?)
     } else {
@@ -486,6 +538,10 @@ async fn main() -> anyhow::Result<()> {
             ("raw JetStream publish, + Nats-Msg-Id", &r.raw_msgid),
             ("HTTP PUT status, end to end", &r.http),
             ("device request/reply, end to end", &r.device),
+            (
+                "device durable (JetStream publish to eq.ingest; ack latency)",
+                &r.durable_publish,
+            ),
         ] {
             println!(
                 "| {mode} | {path} | {:.0} | {:.2} | {:.2} | {} | {:.2}× |",
@@ -496,6 +552,24 @@ async fn main() -> anyhow::Result<()> {
                 load.rate() / raw
             );
         }
+    }
+    println!();
+    println!(
+        "| durability | device durable path: applied by the node, end to end | ratio to raw |"
+    );
+    println!("|---|---:|---:|");
+    for r in &results {
+        let mode = if r.sync_always {
+            "sync_interval: always"
+        } else {
+            "default sync"
+        };
+        println!(
+            "| {mode} | {:.0}/s ({} published, all applied) | {:.2}× |",
+            r.durable_applied_per_second,
+            r.durable_publish.ok,
+            r.durable_applied_per_second / r.raw.rate()
+        );
     }
     println!();
     println!(
@@ -527,6 +601,24 @@ async fn main() -> anyhow::Result<()> {
             println!("| {what} | {bytes:.0} | {:.2} |", bytes / 1024.0);
         }
         println!("(registration over HTTP: {:.0}/s)", m.registration_rate);
+    }
+    if let Some(f) = fan_out {
+        println!();
+        println!(
+            "| live fan-out: {} SSE subscribers on one node, {} machines, {:.0} changes/s through the API | figure |",
+            f.subscribers, f.machines, f.changes_per_second
+        );
+        println!("|---|---:|");
+        println!(
+            "| lag from the change's HTTP answer to its delivery, p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+            cluster::pct(&f.lag_ms, 0.5),
+            cluster::pct(&f.lag_ms, 0.99),
+            f.lag_ms.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "| deliveries: expected / missing ({} changes × {} subscribers) | {} / {} |",
+            f.changes, f.subscribers, f.expected, f.missing
+        );
     }
     if let Some(c) = cluster {
         println!();
