@@ -115,7 +115,7 @@ if (before.status === 'red') await fail('the machine must not start red');
 const answer = await fetch(`${base}/v1/equipment/${machine}/status`, {
   method: 'PUT',
   headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ status: 'red', reason: 'jam', note: 'set by the browser test' }),
+  body: JSON.stringify({ status: 'red', reason: 'jam', note: 'clay stuck in the mould', updated_by: 'operator-7' }),
 });
 if (answer.status !== 200) await fail(`setting the status answered ${answer.status}`);
 

@@ -257,3 +257,71 @@ async fn the_example_pi_publisher_reports_through_both_paths() {
             || String::from_utf8_lossy(&output.stderr).contains("not_found")
     );
 }
+
+/// A device's request/reply loop: each change gets its own command id and is re-sent with
+/// the same id until the answer is `ok` (as the example Pi does).
+async fn report_until_ok(client: &async_nats::Client, id: &str, n: usize) {
+    let body = json!({"status": STATUSES[n % 3], "note": format!("n={n:03}"), "command_id": format!("{id}-{n}")});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} change {n} never accepted"
+        );
+        let request = client.request(format!("eq.device.{id}.status"), body.to_string().into());
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(3), request).await
+            && serde_json::from_slice::<Value>(&reply.payload).is_ok_and(|r| r["ok"] == true)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn device_requests_retried_across_node_restarts_apply_once_in_order() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Postgres).await;
+    let start = |n: usize| {
+        NodeOptions::new(nats.url(), db.url.clone())
+            .arg("--node-id", format!("node-{n}"))
+            .arg("--history", n == 0)
+    };
+    let a = NodeProcess::start(start(0)).await;
+    let mut b = NodeProcess::start(start(1)).await;
+    let ids: Vec<String> = (0..8).map(|n| format!("pi-{n}")).collect();
+    for id in &ids {
+        assert_eq!(
+            a.client().register(id, "plant-a", "line-1").await.status,
+            201
+        );
+    }
+    const CHANGES: usize = 40;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let devices: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (client, id) = (client.clone(), id.clone());
+            tokio::spawn(async move {
+                for n in 1..=CHANGES {
+                    report_until_ok(&client, &id, n).await;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.relaunch().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.terminate();
+    for device in devices {
+        device.await.unwrap();
+    }
+    for id in &ids {
+        let notes = notes_in_history(&a, id, CHANGES + 1).await;
+        let expected: Vec<String> = (1..=CHANGES).map(|n| format!("n={n:03}")).collect();
+        assert_eq!(notes, expected, "{id}: every change once, in order");
+    }
+}

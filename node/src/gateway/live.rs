@@ -228,7 +228,14 @@ async fn stream_to(
         }
     };
     loop {
-        match feed.recv().await {
+        // A client that went away is noticed when its socket is next written (at the latest
+        // the keep-alive), which drops the stream's receiver: stop then, even if no event
+        // for this client ever comes again.
+        let received = tokio::select! {
+            _ = tx.closed() => return,
+            received = feed.recv() => received,
+        };
+        match received {
             Ok(item) if item.seq > position && filter.matches(&item) => {
                 if tx.send(LiveFrame::of("change", &item, true)).await.is_err() {
                     return;
