@@ -165,8 +165,16 @@ async fn the_server_files_durable_messages_under_the_shard_the_node_computes() {
     }
 }
 
-#[tokio::test]
-async fn durable_ingest_survives_killed_and_restarted_nodes() {
+struct TwoNodes {
+    nats: NatsServer,
+    /// Runs the history consumer; stays up.
+    a: NodeProcess,
+    /// Gets killed and restarted.
+    b: NodeProcess,
+    _db: TestDatabase,
+}
+
+async fn two_nodes() -> TwoNodes {
     let nats = NatsServer::start(NatsOptions::default());
     let db = TestDatabase::new(DbKind::Postgres).await;
     let start = |n: usize| {
@@ -175,7 +183,24 @@ async fn durable_ingest_survives_killed_and_restarted_nodes() {
             .arg("--history", n == 0)
     };
     let a = NodeProcess::start(start(0)).await;
-    let mut b = NodeProcess::start(start(1)).await;
+    let b = NodeProcess::start(start(1)).await;
+    TwoNodes {
+        nats,
+        a,
+        b,
+        _db: db,
+    }
+}
+
+#[tokio::test]
+async fn durable_ingest_survives_killed_and_restarted_nodes() {
+    // Bound in this order so that the nodes go first, the servers last.
+    let TwoNodes {
+        _db,
+        nats,
+        a,
+        mut b,
+    } = two_nodes().await;
     let ids: Vec<String> = (0..12).map(|n| format!("cell-{n}")).collect();
     for id in &ids {
         assert_eq!(
@@ -280,15 +305,13 @@ async fn report_until_ok(client: &async_nats::Client, id: &str, n: usize) {
 
 #[tokio::test]
 async fn device_requests_retried_across_node_restarts_apply_once_in_order() {
-    let nats = NatsServer::start(NatsOptions::default());
-    let db = TestDatabase::new(DbKind::Postgres).await;
-    let start = |n: usize| {
-        NodeOptions::new(nats.url(), db.url.clone())
-            .arg("--node-id", format!("node-{n}"))
-            .arg("--history", n == 0)
-    };
-    let a = NodeProcess::start(start(0)).await;
-    let mut b = NodeProcess::start(start(1)).await;
+    // Bound in this order so that the nodes go first, the servers last.
+    let TwoNodes {
+        _db,
+        nats,
+        a,
+        mut b,
+    } = two_nodes().await;
     let ids: Vec<String> = (0..8).map(|n| format!("pi-{n}")).collect();
     for id in &ids {
         assert_eq!(
