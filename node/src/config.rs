@@ -98,6 +98,14 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_IDLE_TIMEOUT_SECS", default_value_t = 600)]
     pub idle_timeout_secs: u64,
 
+    /// Seconds between keep-alive comments on live (SSE) streams.
+    #[arg(long, env = "EQ_SSE_HEARTBEAT_SECS", default_value_t = 15)]
+    pub sse_heartbeat_secs: u64,
+
+    /// Seconds the live hub keeps following the event log after its last SSE client left.
+    #[arg(long, env = "EQ_LIVE_LINGER_SECS", default_value_t = 60)]
+    pub live_linger_secs: u64,
+
     /// Largest accepted HTTP request body, in bytes.
     #[arg(long, env = "EQ_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

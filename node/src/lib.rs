@@ -159,7 +159,12 @@ where
         });
     }
 
-    let live_hub = live::LiveHub::start(store.stream().clone(), subjects.clone(), workers.clone());
+    let live_hub = live::LiveHub::start(
+        store.stream().clone(),
+        subjects.clone(),
+        Duration::from_secs(config.live_linger_secs),
+        workers.clone(),
+    );
     let state = Arc::new(gateway::AppState {
         router: router.clone(),
         cluster: cluster.clone(),
@@ -169,6 +174,7 @@ where
         nats: client.clone(),
         metrics,
         live: live_hub,
+        sse_heartbeat: Duration::from_secs(config.sse_heartbeat_secs.max(1)),
         draining: AtomicBool::new(false),
         node_id: node_id.clone(),
     });

@@ -291,3 +291,60 @@ async fn the_floor_board_turns_a_tile_red_in_a_real_browser() {
     assert_eq!(result["after"]["status"], "red");
     assert_ne!(result["before"]["colour"], result["after"]["colour"]);
 }
+
+/// The hub follows the log only while watched: after the last client left it forgets, and
+/// the next client gets a fresh snapshot; a client resuming from before that is replayed
+/// from the log, still without a gap.
+#[tokio::test]
+async fn an_idle_hub_forgets_and_still_serves_snapshots_and_resumes() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let node = NodeProcess::start(
+        NodeOptions::new(nats.url(), db.url.clone())
+            .arg("--live-linger-secs", 1)
+            .arg("--sse-heartbeat-secs", 1),
+    )
+    .await;
+    let client = node.client();
+    assert_eq!(
+        client.register("press-1", "plant-a", "line-1").await.status,
+        201
+    );
+    let url = client.url("/v1/live");
+    let mut sse = SseClient::connect(&url, None).await;
+    let (snapshot, ready) = read_snapshot(&mut sse).await;
+    assert_eq!(snapshot["press-1"], 1);
+    drop(sse);
+    // Nobody watches: the hub stops following (1 s linger, checked every second).
+    let subscribers = || async { client.metric_sum("eq_sse_subscribers", "").await };
+    eq_tests::wait_for("the client gone", WAIT, || async {
+        (subscribers().await == 0.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for status in ["red", "green", "yellow"] {
+        client
+            .set_status("press-1", json!({"status": status}))
+            .await
+            .unwrap();
+    }
+    let mut fresh = SseClient::connect(&url, None).await;
+    let (snapshot, _) = read_snapshot(&mut fresh).await;
+    assert_eq!(
+        snapshot["press-1"], 4,
+        "a fresh snapshot after the hub restarted"
+    );
+    let mut resumed = SseClient::connect(&url, ready.id.as_deref()).await;
+    let mut versions = Vec::new();
+    loop {
+        let frame = resumed
+            .next(WAIT)
+            .await
+            .expect("replayed changes, then ready");
+        if frame.event == "ready" {
+            break;
+        }
+        versions.push(frame.version());
+    }
+    assert_eq!(versions, [2, 3, 4], "exactly the changes missed");
+}

@@ -26,8 +26,6 @@ use super::token::Token;
 use super::{ApiTags, AppState};
 use crate::live::hub::{LiveFilter, LiveItem, Start};
 
-/// Keep-alive comments, so that proxies and clients see a quiet stream is alive.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long a new client waits for a node that just started to read the floor's state.
 const CATCH_UP: Duration = Duration::from_secs(10);
 /// Frames buffered per client between the hub and the socket.
@@ -113,7 +111,7 @@ impl LiveApi {
     /// a `change` event per accepted change, as soon as it is persisted. Filters combine.
     /// Reconnect with `Last-Event-ID` (browsers do it by themselves) to get exactly the
     /// changes missed, without a new snapshot, then `ready` once caught up. Keep-alive
-    /// comments every 15 seconds.
+    /// comments every 15 seconds (`--sse-heartbeat-secs`).
     #[oai(path = "/v1/live", method = "get", operation_id = "watchLive")]
     async fn live(
         &self,
@@ -157,7 +155,9 @@ impl LiveApi {
             rx.recv().await.map(|frame| (frame, rx))
         });
         Ok(EventStream::new(frames.boxed())
-            .keep_alive(HEARTBEAT)
+            // Keep-alive comments: proxies and clients see that a quiet stream is alive, and
+            // a client that vanished is noticed when one cannot be written.
+            .keep_alive(state.sse_heartbeat)
             .to_event(LiveFrame::into_sse))
     }
 

@@ -58,6 +58,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub metrics: PrometheusHandle,
     pub live: Arc<crate::live::LiveHub>,
+    /// Keep-alive interval of live (SSE) streams; also how soon a vanished client is noticed.
+    pub sse_heartbeat: Duration,
     pub draining: AtomicBool,
     pub node_id: String,
 }

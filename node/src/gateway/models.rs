@@ -379,18 +379,6 @@ pub enum EventKind {
     Decommissioned,
 }
 
-impl From<eq_actors::equipment::EventKind> for EventKind {
-    fn from(kind: eq_actors::equipment::EventKind) -> Self {
-        use eq_actors::equipment::EventKind as K;
-        match kind {
-            K::Registered => EventKind::Registered,
-            K::MetadataUpdated => EventKind::MetadataUpdated,
-            K::StatusChanged => EventKind::StatusChanged,
-            K::Decommissioned => EventKind::Decommissioned,
-        }
-    }
-}
-
 /// One message of the live stream (`GET /v1/live`). The SSE event type says what it is:
 /// `snapshot` (the current state of a machine, sent first), `ready` (the snapshot is
 /// complete; only `seq` is set, and the SSE id), `change` (an accepted change; SSE id =
@@ -409,15 +397,6 @@ pub struct LiveEvent {
 }
 
 impl LiveEvent {
-    pub fn from_event(seq: u64, event: &eq_actors::equipment::Event) -> Self {
-        LiveEvent {
-            seq,
-            kind: Some(event.kind.into()),
-            equipment: Some(event.state.clone().into()),
-            previous_status: event.previous_status.map(Into::into),
-        }
-    }
-
     /// The `ready` marker at `seq`.
     pub fn ready(seq: u64) -> Self {
         LiveEvent {

@@ -8,22 +8,26 @@
 //! are `EQ_EVENTS` stream sequences, which is what SSE `Last-Event-ID` carries; a client
 //! that comes back after a short break is served from a ring of recent events, one away for
 //! longer from the stream itself.
+//!
+//! The hub follows the log only while someone watches (and for a while after the last
+//! client left, `--live-linger-secs`): a node without dashboards pays nothing for it. A client that comes first
+//! waits until the hub has caught up.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
-use eq_actors::equipment::Event;
-use eq_actors::store;
+use eq_actors::Status;
+use eq_actors::equipment::EventKind;
 use eq_actors::subjects::Subjects;
 use futures::StreamExt;
-use poem_openapi::types::ToJSON;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::gateway::models::LiveEvent;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Recent events kept for clients that resume (`Last-Event-ID`).
 const RING: usize = 65_536;
@@ -43,7 +47,7 @@ pub struct LiveItem {
     pub previous_line: String,
     pub version: u64,
     pub decommissioned: bool,
-    /// The SSE `data`: a [`LiveEvent`] as JSON.
+    /// The SSE `data`: a `LiveEvent` (see the gateway's models) as JSON.
     pub json: String,
 }
 
@@ -95,6 +99,10 @@ pub struct LiveHub {
     state: Mutex<HubState>,
     changes: broadcast::Sender<Arc<LiveItem>>,
     caught_up: watch::Sender<bool>,
+    /// Set by clients that want the hub to follow the log.
+    wanted: watch::Sender<bool>,
+    /// How long the hub keeps following the log after its last client left.
+    linger: Duration,
     stream: jetstream::stream::Stream,
     subjects: Subjects,
 }
@@ -104,6 +112,7 @@ impl LiveHub {
     pub fn start(
         stream: jetstream::stream::Stream,
         subjects: Subjects,
+        linger: Duration,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (changes, _) = broadcast::channel(CLIENT_BACKLOG);
@@ -111,6 +120,8 @@ impl LiveHub {
             state: Mutex::new(HubState::default()),
             changes,
             caught_up: watch::Sender::new(false),
+            wanted: watch::Sender::new(false),
+            linger,
             stream,
             subjects,
         });
@@ -118,8 +129,10 @@ impl LiveHub {
         hub
     }
 
-    /// Waits until the hub has read the last event of every machine (or the timeout).
+    /// Makes the hub follow the log (if it did not) and waits until it has read the last
+    /// event of every machine (or the timeout).
     pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        self.wanted.send_replace(true);
         let mut rx = self.caught_up.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|up| *up))
             .await
@@ -212,9 +225,8 @@ impl LiveHub {
             if seq > to {
                 break;
             }
-            let event = store::decode(seq, &message.payload)?;
-            let previous = located.get(event.equipment_id.as_str()).cloned();
-            let item = to_item(seq, &event, previous);
+            let previous = located.get(&head_id(&message.payload)).cloned();
+            let item = to_item(seq, &message.payload, previous)?;
             located.insert(item.id.clone(), (item.site.clone(), item.line.clone()));
             if filter.matches(&item) && out.send(Arc::new(item)).await.is_err() {
                 break;
@@ -227,9 +239,19 @@ impl LiveHub {
     }
 
     async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut wanted = self.wanted.subscribe();
         loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wanted.wait_for(|w| *w) => {}
+            }
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = self.until_unwatched() => {
+                    info!("live hub idle: no clients; it stops following the event log");
+                    self.forget();
+                    continue;
+                }
                 r = self.follow_once() => r,
             };
             if let Err(error) = result {
@@ -240,6 +262,29 @@ impl LiveHub {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Returns once no client has been connected for the linger time.
+    async fn until_unwatched(&self) {
+        let mut idle_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.changes.receiver_count() > 0 {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= self.linger {
+                return;
+            }
+        }
+    }
+
+    /// Drops what the hub knows; the next client starts it from the log's present again.
+    fn forget(&self) {
+        self.wanted.send_replace(false);
+        self.caught_up.send_replace(false);
+        *self.state.lock().expect("hub lock") = HubState::default();
     }
 
     async fn follow_once(&self) -> anyhow::Result<()> {
@@ -269,9 +314,8 @@ impl LiveHub {
             let message = message?;
             let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
-            match store::decode(seq, &message.payload) {
-                Ok(event) => self.apply(seq, &event),
-                Err(error) => warn!(seq, %error, "undecodable event skipped by the live hub"),
+            if let Err(error) = self.apply(seq, &message.payload) {
+                warn!(seq, %error, "undecodable event skipped by the live hub");
             }
             if pending == 0 && !*self.caught_up.borrow() {
                 info!(position = seq, "live hub caught up");
@@ -281,16 +325,16 @@ impl LiveHub {
         anyhow::bail!("event stream ended")
     }
 
-    fn apply(&self, seq: u64, event: &Event) {
+    fn apply(&self, seq: u64, payload: &[u8]) -> anyhow::Result<()> {
         let mut state = self.state.lock().expect("hub lock");
         if seq <= state.position {
-            return;
+            return Ok(());
         }
         let previous = state
             .latest
-            .get(event.equipment_id.as_str())
+            .get(&head_id(payload))
             .map(|i| (i.site.clone(), i.line.clone()));
-        let item = Arc::new(to_item(seq, event, previous));
+        let item = Arc::new(to_item(seq, payload, previous)?);
         state.latest.insert(item.id.clone(), item.clone());
         state.recent.push_back(item.clone());
         if state.recent.len() > RING {
@@ -301,25 +345,66 @@ impl LiveHub {
         // snapshot or in its feed, never both, never neither.
         let _ = self.changes.send(item);
         metrics::gauge!("eq_live_position").set(seq as f64);
+        Ok(())
     }
 }
 
-fn to_item(seq: u64, event: &Event, previous: Option<(String, String)>) -> LiveItem {
-    let state = &event.state;
+/// The parts of a stored event the hub needs; `state` is kept as the raw JSON it was
+/// written as, so each event is parsed once and never re-encoded field by field.
+#[derive(Deserialize)]
+struct EventHead<'a> {
+    kind: EventKind,
+    equipment_id: String,
+    #[serde(default)]
+    previous_status: Option<Status>,
+    #[serde(borrow)]
+    state: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct StateHead {
+    site: String,
+    line: String,
+    version: u64,
+    #[serde(default)]
+    decommissioned: bool,
+}
+
+/// The equipment id of a stored event (empty if it does not parse).
+fn head_id(payload: &[u8]) -> String {
+    serde_json::from_slice::<EventHead>(payload)
+        .map(|h| h.equipment_id)
+        .unwrap_or_default()
+}
+
+/// Builds the live item of a stored event: the SSE data is
+/// `{"seq", "kind", "equipment": <the event's state, as stored>, "previous_status"}`.
+fn to_item(
+    seq: u64,
+    payload: &[u8],
+    previous: Option<(String, String)>,
+) -> anyhow::Result<LiveItem> {
+    let head: EventHead = serde_json::from_slice(payload)?;
+    let state: StateHead = serde_json::from_str(head.state.get())?;
     let (previous_site, previous_line) =
-        previous.unwrap_or_else(|| (state.site.to_string(), state.line.to_string()));
-    let json = LiveEvent::from_event(seq, event).to_json_string();
-    LiveItem {
+        previous.unwrap_or_else(|| (state.site.clone(), state.line.clone()));
+    let json = format!(
+        r#"{{"seq":{seq},"kind":{},"equipment":{},"previous_status":{}}}"#,
+        serde_json::to_string(&head.kind)?,
+        head.state.get(),
+        serde_json::to_string(&head.previous_status)?,
+    );
+    Ok(LiveItem {
         seq,
-        id: event.equipment_id.to_string(),
-        site: state.site.to_string(),
-        line: state.line.to_string(),
+        id: head.equipment_id,
+        site: state.site,
+        line: state.line,
         previous_site,
         previous_line,
-        version: event.version.0,
+        version: state.version,
         decommissioned: state.decommissioned,
         json,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -338,6 +423,27 @@ mod tests {
             decommissioned: false,
             json: String::new(),
         }
+    }
+
+    #[test]
+    fn an_item_carries_the_stored_state_without_re_encoding_it() {
+        let payload = br#"{"kind":"status_changed","equipment_id":"press-1","version":4,"recorded_at":"2026-11-30T08:00:00Z","previous_status":"green","state":{"id":"press-1","site":"a","line":"l1","status":"red","version":4,"name":"P"},"recent_commands":[{"key":"k","fingerprint":1,"version":4}]}"#;
+        let item = to_item(9, payload, Some(("a".into(), "l0".into()))).unwrap();
+        assert_eq!(
+            (item.id.as_str(), item.version, item.seq),
+            ("press-1", 4, 9)
+        );
+        assert_eq!(
+            (item.previous_line.as_str(), item.line.as_str()),
+            ("l0", "l1")
+        );
+        let data: serde_json::Value = serde_json::from_str(&item.json).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"seq": 9, "kind": "status_changed", "previous_status": "green",
+                "equipment": {"id":"press-1","site":"a","line":"l1","status":"red","version":4,"name":"P"}})
+        );
+        assert!(to_item(1, b"{not json", None).is_err());
     }
 
     #[test]
