@@ -3,3 +3,4 @@
 
 pub mod equipment;
 pub mod equipment_event;
+pub mod state_interval;

@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261130_000001_history;
+mod m20261130_000002_state_interval;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261130_000001_history::Migration)]
+        vec![
+            Box::new(m20261130_000001_history::Migration),
+            Box::new(m20261130_000002_state_interval::Migration),
+        ]
     }
 }

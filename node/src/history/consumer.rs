@@ -12,10 +12,13 @@ use async_nats::jetstream::{
 use eq_actors::equipment::Event;
 use eq_actors::store::decode;
 use eq_actors::subjects::{HISTORY_CONSUMER, Subjects};
-use eq_entities::{equipment, equipment_event};
+use eq_entities::{equipment, equipment_event, state_interval};
 use futures::StreamExt;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    Statement, TransactionTrait,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -182,6 +185,21 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
         .try_insert()
         .exec_without_returning(&txn)
         .await?;
+    let spans: Vec<state_interval::ActiveModel> =
+        events.iter().map(|d| span_row(&d.event)).collect();
+    state_interval::Entity::insert_many(spans)
+        .on_conflict(
+            OnConflict::columns([
+                state_interval::Column::EquipmentId,
+                state_interval::Column::Version,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .try_insert()
+        .exec_without_returning(&txn)
+        .await?;
+    close_spans(&txn, latest.keys().copied()).await?;
     use equipment::Column as C;
     equipment::Entity::insert_many(states)
         .on_conflict(
@@ -211,6 +229,59 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
         .exec_without_returning(&txn)
         .await?;
     txn.commit().await
+}
+
+/// Closes every open span of these machines whose successor (the next version) is known:
+/// its end is the successor's start. Whatever order events arrive in (several nodes pull
+/// from the one consumer), the spans end up as if they had been written in order, and a
+/// redelivery changes nothing.
+async fn close_spans<'a>(
+    txn: &DatabaseTransaction,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<(), DbErr> {
+    let ids: Vec<&str> = ids.collect();
+    let backend = txn.get_database_backend();
+    let placeholders: Vec<String> = (1..=ids.len())
+        .map(|n| match backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        })
+        .collect();
+    let successor = "FROM state_interval n WHERE n.equipment_id = state_interval.equipment_id \
+                     AND n.version = state_interval.version + 1";
+    let sql = format!(
+        "UPDATE state_interval SET end_ms = (SELECT n.start_ms {successor}) \
+         WHERE end_ms IS NULL AND equipment_id IN ({}) AND EXISTS (SELECT 1 {successor})",
+        placeholders.join(", ")
+    );
+    let values: Vec<sea_orm::Value> = ids.iter().map(|id| (*id).into()).collect();
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    Ok(())
+}
+
+/// The span an event begins.
+fn span_row(e: &Event) -> state_interval::ActiveModel {
+    use eq_actors::Status;
+    use eq_actors::equipment::EventKind;
+    use sea_orm::ActiveValue::Set;
+    let s = &e.state;
+    let was_red = match e.kind {
+        EventKind::Registered => false,
+        _ => e.previous_status.unwrap_or(s.status) == Status::Red,
+    };
+    state_interval::ActiveModel {
+        equipment_id: Set(e.equipment_id.to_string()),
+        version: Set(e.version.0 as i64),
+        site: Set(s.site.to_string()),
+        line: Set(s.line.to_string()),
+        status: Set(s.status.as_str().to_string()),
+        reason: Set(s.reason.as_ref().map(|r| r.to_string())),
+        in_service: Set(!s.decommissioned),
+        starts_stop: Set(s.status == Status::Red && !was_red),
+        start_ms: Set(e.recorded_at.timestamp_millis()),
+        end_ms: Set(None),
+    }
 }
 
 /// An event as pulled from the stream.

@@ -1,8 +1,13 @@
 //! The history database: connection and migrations ([`connect`]), the JetStream consumer
-//! that fills it ([`consumer`]) and the read queries the API serves ([`queries`]).
+//! that fills it ([`consumer`]), the read queries the API serves ([`queries`]) and the
+//! factory analytics computed from state spans ([`analytics`]).
 
+pub mod analytics;
 pub mod consumer;
 pub mod queries;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
 //! Read queries over the history database: listing equipment with filters and keyset
-//! pagination, and an equipment's history.
+//! pagination, an equipment's history, and the state spans that overlap a window.
 
-use eq_entities::{equipment, equipment_event};
+use eq_entities::{equipment, equipment_event, state_interval};
+
+use super::analytics::{Span, Window};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -102,4 +104,58 @@ pub async fn history(
         .all(db)
         .await?;
     Ok(Page::from_rows(items, limit, |m| m.version.to_string()))
+}
+
+/// Which machines' spans to read.
+#[derive(Debug, Default, Clone)]
+pub struct SpanFilter {
+    pub equipment_id: Option<String>,
+    pub site: Option<String>,
+    pub line: Option<String>,
+}
+
+/// The state spans that overlap `window`, oldest first per machine.
+pub async fn spans(
+    db: &DatabaseConnection,
+    filter: &SpanFilter,
+    window: Window,
+) -> Result<Vec<Span>, DbErr> {
+    use sea_orm::Condition;
+    use state_interval::Column as C;
+    let mut query = state_interval::Entity::find()
+        .filter(C::StartMs.lt(window.to_ms))
+        .filter(
+            Condition::any()
+                .add(C::EndMs.is_null())
+                .add(C::EndMs.gt(window.from_ms)),
+        );
+    if let Some(id) = &filter.equipment_id {
+        query = query.filter(C::EquipmentId.eq(id.as_str()));
+    }
+    if let Some(site) = &filter.site {
+        query = query.filter(C::Site.eq(site.as_str()));
+    }
+    if let Some(line) = &filter.line {
+        query = query.filter(C::Line.eq(line.as_str()));
+    }
+    let rows = query
+        .order_by_asc(C::EquipmentId)
+        .order_by_asc(C::Version)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(span_of).collect())
+}
+
+fn span_of(row: state_interval::Model) -> Option<Span> {
+    Some(Span {
+        status: eq_actors::Status::parse(&row.status).ok()?,
+        equipment_id: row.equipment_id,
+        site: row.site,
+        line: row.line,
+        reason: row.reason,
+        in_service: row.in_service,
+        starts_stop: row.starts_stop,
+        start_ms: row.start_ms,
+        end_ms: row.end_ms,
+    })
 }

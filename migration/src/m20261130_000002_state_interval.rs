@@ -1,0 +1,76 @@
+//! `state_interval`: for every event of an equipment, the `[start, end)` span during which
+//! the state it produced held (`end` is the next version's start; open while it is the
+//! latest). Time in state, availability, downtime by reason, MTBF and MTTR are read from
+//! here (sums over the spans that overlap a window), never recomputed from the raw events,
+//! and they survive the raw events' retention.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum StateInterval {
+    Table,
+    EquipmentId,
+    Version,
+    Site,
+    Line,
+    Status,
+    Reason,
+    InService,
+    StartsStop,
+    StartMs,
+    EndMs,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use StateInterval as S;
+        manager
+            .create_table(
+                Table::create()
+                    .table(S::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(S::EquipmentId).string_len(64).not_null())
+                    .col(ColumnDef::new(S::Version).big_integer().not_null())
+                    .col(ColumnDef::new(S::Site).string_len(64).not_null())
+                    .col(ColumnDef::new(S::Line).string_len(64).not_null())
+                    .col(ColumnDef::new(S::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(S::Reason).string_len(64).null())
+                    .col(ColumnDef::new(S::InService).boolean().not_null())
+                    .col(ColumnDef::new(S::StartsStop).boolean().not_null())
+                    .col(ColumnDef::new(S::StartMs).big_integer().not_null())
+                    .col(ColumnDef::new(S::EndMs).big_integer().null())
+                    .primary_key(Index::create().col(S::EquipmentId).col(S::Version))
+                    .to_owned(),
+            )
+            .await?;
+        // Fleet reports: the spans of a site (and line) that overlap a window.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_state_interval_site_line_start")
+                    .table(S::Table)
+                    .col(S::Site)
+                    .col(S::Line)
+                    .col(S::StartMs)
+                    .to_owned(),
+            )
+            .await?;
+        // One machine's time in state over a window.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_state_interval_equipment_start")
+                    .table(S::Table)
+                    .col(S::EquipmentId)
+                    .col(S::StartMs)
+                    .to_owned(),
+            )
+            .await
+    }
+}

@@ -1,0 +1,303 @@
+//! Factory analytics as pure functions over state spans (the `state_interval` rows): time
+//! in each status, availability, stops, MTTR, MTBF and downtime by reason, for one machine,
+//! per machine and per line. SQL only selects the spans that overlap a window; every figure
+//! is computed here, where it is unit- and property-tested without a database.
+//!
+//! Definitions (also in the API docs):
+//! - *planned time*: the in-service time inside the window (and, where a site has a shift
+//!   calendar, inside its shifts); time outside any shift is not counted at all;
+//! - *availability* = green time / planned time;
+//! - a *stop* begins where a span turns red after a status that was not red; it counts in
+//!   the window (and shift) where it begins;
+//! - *MTTR* = red time / stops; *MTBF* = (planned time − red time) / stops;
+//! - *downtime by reason*: red time per reason code, `unqualified` when red has no reason.
+
+use std::collections::BTreeMap;
+
+use eq_actors::Status;
+
+/// Reason key for red time without a reason code.
+pub const UNQUALIFIED: &str = "unqualified";
+
+/// One span `[start_ms, end_ms)` of a machine's state (`end_ms` `None`: still current).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub equipment_id: String,
+    pub site: String,
+    pub line: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub in_service: bool,
+    pub starts_stop: bool,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+}
+
+/// A time window `[from_ms, to_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl Window {
+    fn clip(&self, start: i64, end: i64) -> Option<(i64, i64)> {
+        let (s, e) = (start.max(self.from_ms), end.min(self.to_ms));
+        (s < e).then_some((s, e))
+    }
+}
+
+/// When a site works: all the time, or these disjoint, sorted `[start, end)` windows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planned {
+    Always,
+    Shifts(Vec<(i64, i64)>),
+}
+
+impl Planned {
+    /// Milliseconds of `[start, end)` that are planned.
+    fn overlap(&self, start: i64, end: i64) -> i64 {
+        match self {
+            Planned::Always => (end - start).max(0),
+            Planned::Shifts(windows) => windows
+                .iter()
+                .map(|&(s, e)| (end.min(e) - start.max(s)).max(0))
+                .sum(),
+        }
+    }
+
+    fn contains(&self, at: i64) -> bool {
+        match self {
+            Planned::Always => true,
+            Planned::Shifts(windows) => windows.iter().any(|&(s, e)| s <= at && at < e),
+        }
+    }
+}
+
+/// Downtime of one reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReasonTotals {
+    pub red_ms: i64,
+    pub stops: u64,
+}
+
+/// Sums over some spans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub green_ms: i64,
+    pub yellow_ms: i64,
+    pub red_ms: i64,
+    pub stops: u64,
+    pub by_reason: BTreeMap<String, ReasonTotals>,
+}
+
+impl Totals {
+    /// In-service time within the window and the shifts.
+    pub fn planned_ms(&self) -> i64 {
+        self.green_ms + self.yellow_ms + self.red_ms
+    }
+
+    /// Green time / planned time (`None` without planned time).
+    pub fn availability(&self) -> Option<f64> {
+        let planned = self.planned_ms();
+        (planned > 0).then(|| self.green_ms as f64 / planned as f64)
+    }
+
+    /// Mean time to repair: red time per stop.
+    pub fn mttr_ms(&self) -> Option<f64> {
+        (self.stops > 0).then(|| self.red_ms as f64 / self.stops as f64)
+    }
+
+    /// Mean time between failures: time not red per stop.
+    pub fn mtbf_ms(&self) -> Option<f64> {
+        (self.stops > 0).then(|| (self.planned_ms() - self.red_ms) as f64 / self.stops as f64)
+    }
+
+    /// Adds a span's share of `window` (clipped to the planned time; an open span lasts
+    /// until `now_ms`).
+    pub fn add_span(&mut self, span: &Span, window: Window, planned: &Planned, now_ms: i64) {
+        if !span.in_service {
+            return;
+        }
+        let end = span.end_ms.unwrap_or(now_ms.max(span.start_ms));
+        // A stop counts where it begins, even if its first span took no time (red, then a
+        // second red with a reason in the same instant).
+        let begins_stop = span.starts_stop
+            && window.from_ms <= span.start_ms
+            && span.start_ms < window.to_ms
+            && planned.contains(span.start_ms);
+        let ms = window
+            .clip(span.start_ms, end)
+            .map_or(0, |(start, end)| planned.overlap(start, end));
+        if ms == 0 && !begins_stop {
+            return;
+        }
+        match span.status {
+            Status::Green => self.green_ms += ms,
+            Status::Yellow => self.yellow_ms += ms,
+            Status::Red => {
+                self.red_ms += ms;
+                let reason = span.reason.clone().unwrap_or_else(|| UNQUALIFIED.into());
+                let entry = self.by_reason.entry(reason).or_default();
+                entry.red_ms += ms;
+                if begins_stop {
+                    entry.stops += 1;
+                }
+            }
+        }
+        if begins_stop {
+            self.stops += 1;
+        }
+    }
+
+    /// Adds another total (e.g. machines into their line).
+    pub fn merge(&mut self, other: &Totals) {
+        self.green_ms += other.green_ms;
+        self.yellow_ms += other.yellow_ms;
+        self.red_ms += other.red_ms;
+        self.stops += other.stops;
+        for (reason, t) in &other.by_reason {
+            let entry = self.by_reason.entry(reason.clone()).or_default();
+            entry.red_ms += t.red_ms;
+            entry.stops += t.stops;
+        }
+    }
+
+    /// Downtime reasons, largest first (a Pareto), ties by name.
+    pub fn pareto(&self) -> Vec<(String, ReasonTotals)> {
+        let mut reasons: Vec<(String, ReasonTotals)> = self
+            .by_reason
+            .iter()
+            .map(|(r, t)| (r.clone(), t.clone()))
+            .collect();
+        reasons.sort_by(|a, b| b.1.red_ms.cmp(&a.1.red_ms).then_with(|| a.0.cmp(&b.0)));
+        reasons
+    }
+}
+
+/// Totals per machine and per (site, line) over `spans` (a span counts for the line it was
+/// on at the time).
+#[derive(Debug, Default, PartialEq)]
+pub struct FleetTotals {
+    pub machines: BTreeMap<String, (String, String, Totals)>,
+    pub lines: BTreeMap<(String, String), Totals>,
+    pub all: Totals,
+}
+
+/// Aggregates spans; `planned` gives each site's calendar over the window.
+pub fn fleet(
+    spans: &[Span],
+    window: Window,
+    planned: impl Fn(&str) -> Planned,
+    now_ms: i64,
+) -> FleetTotals {
+    let mut calendars: BTreeMap<&str, Planned> = BTreeMap::new();
+    let mut out = FleetTotals::default();
+    for span in spans {
+        let calendar = calendars
+            .entry(span.site.as_str())
+            .or_insert_with(|| planned(&span.site));
+        let mut t = Totals::default();
+        t.add_span(span, window, calendar, now_ms);
+        let machine = out
+            .machines
+            .entry(span.equipment_id.clone())
+            .or_insert_with(|| (span.site.clone(), span.line.clone(), Totals::default()));
+        // A machine is listed under its latest location.
+        (machine.0, machine.1) = (span.site.clone(), span.line.clone());
+        machine.2.merge(&t);
+        out.lines
+            .entry((span.site.clone(), span.line.clone()))
+            .or_default()
+            .merge(&t);
+        out.all.merge(&t);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(status: Status, start: i64, end: Option<i64>, stop: bool) -> Span {
+        Span {
+            equipment_id: "m".into(),
+            site: "s".into(),
+            line: "l".into(),
+            status,
+            reason: None,
+            in_service: true,
+            starts_stop: stop,
+            start_ms: start,
+            end_ms: end,
+        }
+    }
+
+    #[test]
+    fn clips_spans_to_the_window_and_open_spans_to_now() {
+        let window = Window {
+            from_ms: 100,
+            to_ms: 1_000,
+        };
+        let mut t = Totals::default();
+        t.add_span(
+            &span(Status::Green, 0, Some(400), false),
+            window,
+            &Planned::Always,
+            2_000,
+        );
+        t.add_span(
+            &span(Status::Red, 400, Some(600), true),
+            window,
+            &Planned::Always,
+            2_000,
+        );
+        t.add_span(
+            &span(Status::Yellow, 600, None, false),
+            window,
+            &Planned::Always,
+            800,
+        );
+        assert_eq!((t.green_ms, t.red_ms, t.yellow_ms), (300, 200, 200));
+        assert_eq!(t.stops, 1);
+        assert_eq!(t.availability(), Some(300.0 / 700.0));
+        assert_eq!(t.mttr_ms(), Some(200.0));
+        assert_eq!(t.mtbf_ms(), Some(500.0));
+        assert_eq!(t.by_reason[UNQUALIFIED].red_ms, 200);
+    }
+
+    #[test]
+    fn time_outside_shifts_and_out_of_service_counts_for_nothing() {
+        let window = Window {
+            from_ms: 0,
+            to_ms: 1_000,
+        };
+        let shifts = Planned::Shifts(vec![(0, 100), (500, 600)]);
+        let mut t = Totals::default();
+        t.add_span(&span(Status::Red, 50, Some(550), true), window, &shifts, 0);
+        assert_eq!(t.red_ms, 100);
+        // A stop that begins outside every shift is not counted.
+        t.add_span(&span(Status::Red, 200, Some(300), true), window, &shifts, 0);
+        assert_eq!(t.stops, 1);
+        let mut off = span(Status::Green, 0, Some(1_000), false);
+        off.in_service = false;
+        t.add_span(&off, window, &Planned::Always, 0);
+        assert_eq!(t.green_ms, 0);
+    }
+
+    #[test]
+    fn pareto_is_largest_first() {
+        let mut t = Totals::default();
+        for (reason, ms) in [("jam", 10), ("power", 30), ("tool", 20)] {
+            t.by_reason.insert(
+                reason.into(),
+                ReasonTotals {
+                    red_ms: ms,
+                    stops: 1,
+                },
+            );
+        }
+        let order: Vec<String> = t.pareto().into_iter().map(|(r, _)| r).collect();
+        assert_eq!(order, ["power", "tool", "jam"]);
+    }
+}

@@ -1,0 +1,268 @@
+//! Property test of the analytics: random event sequences per machine (status changes with
+//! and without reasons, re-sent statuses, line moves, decommissioning, several events in the
+//! same second), written by the consumer's own batch writer in random batches and in random
+//! order (as several nodes pulling from one consumer would), must give the same figures as a
+//! brute-force count over the raw events, second by second.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use eq_actors::domain::{EquipmentId, Line, ReasonCode, Site, Source, Status};
+use eq_actors::equipment::{
+    Action, Command, Decision, EquipmentState, Event, MetadataPatch, Registration, Rules,
+    StatusChange, apply, decide,
+};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::analytics::{self, Planned, Totals, UNQUALIFIED, Window};
+use super::consumer::{Decoded, write_batch};
+use super::queries::{SpanFilter, spans};
+
+const REASONS: [Option<&str>; 4] = [None, Some("jam"), Some("power"), Some("tool")];
+const STATUSES: [Status; 3] = [Status::Green, Status::Yellow, Status::Red];
+
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + second, 0).unwrap()
+}
+
+fn command(id: &EquipmentId, action: Action) -> Command {
+    Command {
+        equipment_id: id.clone(),
+        action,
+        command_id: None,
+        expected_version: None,
+        updated_by: "prop".into(),
+        source: Source::Api,
+        ingest_seq: None,
+    }
+}
+
+/// A random life of one machine: its events, made by the real state machine.
+fn random_life(rng: &mut StdRng, id: &str) -> Vec<Event> {
+    let id = EquipmentId::parse(id).unwrap();
+    let mut state = EquipmentState::default();
+    let mut events = Vec::new();
+    let mut second = rng.random_range(0..600);
+    let mut step = |state: &mut EquipmentState, action: Action, second: i64| {
+        if let Ok(Decision::Append(event)) =
+            decide(state, &command(&id, action), at(second), &Rules::default())
+        {
+            *state = apply(std::mem::take(state), &event, event.version.0);
+            events.push(*event);
+        }
+    };
+    let registration = Registration {
+        name: "m".into(),
+        description: String::new(),
+        site: Site::parse("plant").unwrap(),
+        line: Line::parse("line-1").unwrap(),
+        tags: vec![],
+        status: STATUSES[rng.random_range(0..3)],
+    };
+    step(&mut state, Action::Register(registration), second);
+    for _ in 0..rng.random_range(5..40) {
+        // Several events in one second happen (a burst from a device).
+        second += [0, 1, 7, 60, 300, 900][rng.random_range(0..6)];
+        let roll = rng.random_range(0..100);
+        let action = if roll < 80 {
+            Action::SetStatus(StatusChange {
+                status: STATUSES[rng.random_range(0..3)],
+                reason: REASONS[rng.random_range(0..4)].map(|r| ReasonCode::parse(r).unwrap()),
+                note: None,
+                occurred_at: None,
+            })
+        } else if roll < 95 {
+            Action::UpdateMetadata(MetadataPatch {
+                line: Some(Line::parse(["line-1", "line-2"][rng.random_range(0..2)]).unwrap()),
+                ..MetadataPatch::default()
+            })
+        } else {
+            Action::Decommission
+        };
+        step(&mut state, action, second);
+    }
+    events
+}
+
+/// Brute force: the figures of one machine, one second at a time, from its raw events.
+fn brute_force(
+    events: &[Event],
+    window: Window,
+    planned: &Planned,
+    now_ms: i64,
+    per_line: &mut BTreeMap<(String, String), Totals>,
+) -> Totals {
+    let mut totals = Totals::default();
+    let ms = |t: &DateTime<Utc>| t.timestamp_millis();
+    let mut t = window.from_ms;
+    while t < window.to_ms.min(now_ms) {
+        // The state at t: the last event recorded at or before t.
+        if let Some(e) = events.iter().rev().find(|e| ms(&e.recorded_at) <= t)
+            && !e.state.decommissioned
+            && planned_at(planned, t)
+        {
+            let line = per_line
+                .entry((e.state.site.to_string(), e.state.line.to_string()))
+                .or_default();
+            for total in [&mut totals, line] {
+                match e.state.status {
+                    Status::Green => total.green_ms += 1000,
+                    Status::Yellow => total.yellow_ms += 1000,
+                    Status::Red => {
+                        total.red_ms += 1000;
+                        let reason = e.state.reason.as_ref().map_or(UNQUALIFIED, |r| r.as_str());
+                        total.by_reason.entry(reason.into()).or_default().red_ms += 1000;
+                    }
+                }
+            }
+        }
+        t += 1000;
+    }
+    // Stops: a red state after one that was not red, beginning inside the window and shifts.
+    for (i, e) in events.iter().enumerate() {
+        let was_red = i > 0 && events[i - 1].state.status == Status::Red;
+        let start = ms(&e.recorded_at);
+        if e.state.status == Status::Red
+            && !was_red
+            && !e.state.decommissioned
+            && window.from_ms <= start
+            && start < window.to_ms
+            && planned_at(planned, start)
+        {
+            let reason = e.state.reason.as_ref().map_or(UNQUALIFIED, |r| r.as_str());
+            let line = per_line
+                .entry((e.state.site.to_string(), e.state.line.to_string()))
+                .or_default();
+            for total in [&mut totals, line] {
+                total.stops += 1;
+                total.by_reason.entry(reason.into()).or_default().stops += 1;
+            }
+        }
+    }
+    totals
+}
+
+fn planned_at(planned: &Planned, t: i64) -> bool {
+    match planned {
+        Planned::Always => true,
+        Planned::Shifts(windows) => windows.iter().any(|&(s, e)| s <= t && t < e),
+    }
+}
+
+/// Random disjoint shift windows on whole seconds, or always planned.
+fn random_planned(rng: &mut StdRng) -> Planned {
+    if rng.random_bool(0.4) {
+        return Planned::Always;
+    }
+    let mut windows = Vec::new();
+    let mut t = at(0).timestamp_millis() + rng.random_range(0..3_600) * 1000;
+    for _ in 0..rng.random_range(1..6) {
+        let len = rng.random_range(600..7_200) * 1000;
+        windows.push((t, t + len));
+        t += len + rng.random_range(1..7_200) * 1000;
+    }
+    Planned::Shifts(windows)
+}
+
+#[tokio::test]
+async fn reports_equal_a_brute_force_count_over_the_raw_events() {
+    let dir = std::env::temp_dir().join(format!("eq-prop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for case in 0..50u64 {
+        let mut rng = StdRng::seed_from_u64(0x5eed + case);
+        let path = dir.join(format!("case-{case}.db"));
+        let _ = std::fs::remove_file(&path);
+        let db = super::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        let lives: BTreeMap<String, Vec<Event>> = (0..4)
+            .map(|m| {
+                let id = format!("m{m}");
+                let life = random_life(&mut rng, &id);
+                (id, life)
+            })
+            .collect();
+        // Written as the consumer writes them, in random batches and random order.
+        let mut all: Vec<Decoded> = lives
+            .values()
+            .flatten()
+            .map(|e| Decoded {
+                seq: e.version.0,
+                event: e.clone(),
+            })
+            .collect();
+        all.shuffle(&mut rng);
+        let mut rest = all.as_slice();
+        while !rest.is_empty() {
+            let n = rng.random_range(1..=rest.len().min(15));
+            write_batch(&db, &rest[..n]).await.unwrap();
+            // A redelivery now and then changes nothing.
+            if rng.random_bool(0.2) {
+                write_batch(&db, &rest[..n]).await.unwrap();
+            }
+            rest = &rest[n..];
+        }
+        let last = lives
+            .values()
+            .flatten()
+            .map(|e| e.recorded_at.timestamp_millis())
+            .max()
+            .unwrap();
+        for _ in 0..8 {
+            let from = at(rng.random_range(-600..20_000)).timestamp_millis();
+            let to = from + rng.random_range(1..40_000) * 1000;
+            let window = Window {
+                from_ms: from,
+                to_ms: to,
+            };
+            let now_ms = last + rng.random_range(0..3_000) * 1000;
+            let planned = random_planned(&mut rng);
+            let spans = spans(&db, &SpanFilter::default(), window).await.unwrap();
+            let fleet = analytics::fleet(&spans, window, |_| planned.clone(), now_ms);
+            let mut lines = BTreeMap::new();
+            let mut all = Totals::default();
+            for (id, events) in &lives {
+                let expected = brute_force(events, window, &planned, now_ms, &mut lines);
+                let got = fleet
+                    .machines
+                    .get(id)
+                    .map(|m| m.2.clone())
+                    .unwrap_or_default();
+                assert_eq!(
+                    without_empty(got),
+                    without_empty(expected.clone()),
+                    "case {case}, machine {id}, {window:?}, {planned:?}, now {now_ms}"
+                );
+                all.merge(&expected);
+            }
+            assert_eq!(
+                without_empty(fleet.all.clone()),
+                without_empty(all),
+                "case {case}"
+            );
+            let lines: BTreeMap<_, _> = lines
+                .into_iter()
+                .map(|(k, v)| (k, without_empty(v)))
+                .filter(|(_, v)| *v != Totals::default())
+                .collect();
+            let got: BTreeMap<_, _> = fleet
+                .lines
+                .into_iter()
+                .map(|(k, v)| (k, without_empty(v)))
+                .filter(|(_, v)| *v != Totals::default())
+                .collect();
+            assert_eq!(got, lines, "case {case}: per line");
+        }
+        drop(db);
+        let _ = std::fs::remove_file(&path);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reasons with neither time nor stops are noise (a red span fully outside the window).
+fn without_empty(mut t: Totals) -> Totals {
+    t.by_reason.retain(|_, r| r.red_ms > 0 || r.stops > 0);
+    t
+}
