@@ -47,30 +47,25 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // Fleet reports: the spans of a site (and line) that overlap a window.
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("idx_state_interval_site_line_start")
-                    .table(S::Table)
-                    .col(S::Site)
-                    .col(S::Line)
-                    .col(S::StartMs)
-                    .to_owned(),
-            )
-            .await?;
-        // One machine's time in state over a window.
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("idx_state_interval_equipment_start")
-                    .table(S::Table)
-                    .col(S::EquipmentId)
-                    .col(S::StartMs)
-                    .to_owned(),
-            )
-            .await
+        // Fleet reports read the spans of a site (and line) that overlap a window; one
+        // machine's time in state reads its own.
+        for (name, columns) in [
+            (
+                "idx_state_interval_site_line_start",
+                vec![S::Site, S::Line, S::StartMs],
+            ),
+            (
+                "idx_state_interval_equipment_start",
+                vec![S::EquipmentId, S::StartMs],
+            ),
+        ] {
+            let mut index = Index::create();
+            index.if_not_exists().name(name).table(S::Table);
+            for column in columns {
+                index.col(column);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        Ok(())
     }
 }
