@@ -5,14 +5,16 @@
 //!
 //! Definitions (also in the API docs):
 //! - *planned time*: the in-service time inside the window (and, where a site has a shift
-//!   calendar, inside its shifts); time outside any shift is not counted at all;
+//!   calendar, inside its shifts), less planned downtime (red with a reason the catalogue
+//!   marks planned); time outside any shift is not counted at all;
 //! - *availability* = green time / planned time;
 //! - a *stop* begins where a span turns red after a status that was not red; it counts in
-//!   the window (and shift) where it begins;
-//! - *MTTR* = red time / stops; *MTBF* = (planned time − red time) / stops;
-//! - *downtime by reason*: red time per reason code, `unqualified` when red has no reason.
+//!   the window (and shift) where it begins; planned stops are not failures;
+//! - *MTTR* = unplanned red time / stops; *MTBF* = (planned time − unplanned red) / stops;
+//! - *downtime by reason*: red time and stops per reason code (planned ones included),
+//!   `unqualified` when red has no reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use eq_actors::Status;
 
@@ -31,6 +33,15 @@ pub struct Span {
     pub starts_stop: bool,
     pub start_ms: i64,
     pub end_ms: Option<i64>,
+}
+
+/// What a report counts: a window, the present (where open spans end) and the reason codes
+/// of planned downtime.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub window: Window,
+    pub now_ms: i64,
+    pub planned_reasons: &'a BTreeSet<String>,
 }
 
 /// A time window `[from_ms, to_ms)`.
@@ -86,13 +97,17 @@ pub struct ReasonTotals {
 pub struct Totals {
     pub green_ms: i64,
     pub yellow_ms: i64,
+    /// Red without a planned reason.
     pub red_ms: i64,
+    /// Red with a planned reason (maintenance, changeover): not planned production time.
+    pub planned_stop_ms: i64,
+    /// Unplanned stops (failures).
     pub stops: u64,
     pub by_reason: BTreeMap<String, ReasonTotals>,
 }
 
 impl Totals {
-    /// In-service time within the window and the shifts.
+    /// In-service time within the window and the shifts, less planned downtime.
     pub fn planned_ms(&self) -> i64 {
         self.green_ms + self.yellow_ms + self.red_ms
     }
@@ -113,13 +128,14 @@ impl Totals {
         (self.stops > 0).then(|| (self.planned_ms() - self.red_ms) as f64 / self.stops as f64)
     }
 
-    /// Adds a span's share of `window` (clipped to the planned time; an open span lasts
-    /// until `now_ms`).
-    pub fn add_span(&mut self, span: &Span, window: Window, planned: &Planned, now_ms: i64) {
+    /// Adds a span's share of the scope's window (clipped to the planned time; an open span
+    /// lasts until `now_ms`).
+    pub fn add_span(&mut self, span: &Span, scope: Scope, planned: &Planned) {
         if !span.in_service {
             return;
         }
-        let end = span.end_ms.unwrap_or(now_ms.max(span.start_ms));
+        let window = scope.window;
+        let end = span.end_ms.unwrap_or(scope.now_ms.max(span.start_ms));
         // A stop counts where it begins, even if its first span took no time (red, then a
         // second red with a reason in the same instant).
         let begins_stop = span.starts_stop
@@ -136,17 +152,17 @@ impl Totals {
             Status::Green => self.green_ms += ms,
             Status::Yellow => self.yellow_ms += ms,
             Status::Red => {
-                self.red_ms += ms;
                 let reason = span.reason.clone().unwrap_or_else(|| UNQUALIFIED.into());
+                if scope.planned_reasons.contains(&reason) {
+                    self.planned_stop_ms += ms;
+                } else {
+                    self.red_ms += ms;
+                    self.stops += u64::from(begins_stop);
+                }
                 let entry = self.by_reason.entry(reason).or_default();
                 entry.red_ms += ms;
-                if begins_stop {
-                    entry.stops += 1;
-                }
+                entry.stops += u64::from(begins_stop);
             }
-        }
-        if begins_stop {
-            self.stops += 1;
         }
     }
 
@@ -155,6 +171,7 @@ impl Totals {
         self.green_ms += other.green_ms;
         self.yellow_ms += other.yellow_ms;
         self.red_ms += other.red_ms;
+        self.planned_stop_ms += other.planned_stop_ms;
         self.stops += other.stops;
         for (reason, t) in &other.by_reason {
             let entry = self.by_reason.entry(reason.clone()).or_default();
@@ -185,12 +202,7 @@ pub struct FleetTotals {
 }
 
 /// Aggregates spans; `planned` gives each site's calendar over the window.
-pub fn fleet(
-    spans: &[Span],
-    window: Window,
-    planned: impl Fn(&str) -> Planned,
-    now_ms: i64,
-) -> FleetTotals {
+pub fn fleet(spans: &[Span], scope: Scope, planned: impl Fn(&str) -> Planned) -> FleetTotals {
     let mut calendars: BTreeMap<&str, Planned> = BTreeMap::new();
     let mut out = FleetTotals::default();
     for span in spans {
@@ -198,7 +210,7 @@ pub fn fleet(
             .entry(span.site.as_str())
             .or_insert_with(|| planned(&span.site));
         let mut t = Totals::default();
-        t.add_span(span, window, calendar, now_ms);
+        t.add_span(span, scope, calendar);
         let machine = out
             .machines
             .entry(span.equipment_id.clone())
@@ -233,31 +245,25 @@ mod tests {
         }
     }
 
+    fn scope(from_ms: i64, to_ms: i64, now_ms: i64, planned: &BTreeSet<String>) -> Scope<'_> {
+        Scope {
+            window: Window { from_ms, to_ms },
+            now_ms,
+            planned_reasons: planned,
+        }
+    }
+
     #[test]
     fn clips_spans_to_the_window_and_open_spans_to_now() {
-        let window = Window {
-            from_ms: 100,
-            to_ms: 1_000,
-        };
+        let none = BTreeSet::new();
+        let always = Planned::Always;
         let mut t = Totals::default();
-        t.add_span(
-            &span(Status::Green, 0, Some(400), false),
-            window,
-            &Planned::Always,
-            2_000,
-        );
-        t.add_span(
-            &span(Status::Red, 400, Some(600), true),
-            window,
-            &Planned::Always,
-            2_000,
-        );
-        t.add_span(
-            &span(Status::Yellow, 600, None, false),
-            window,
-            &Planned::Always,
-            800,
-        );
+        let green = span(Status::Green, 0, Some(400), false);
+        t.add_span(&green, scope(100, 1_000, 2_000, &none), &always);
+        let red = span(Status::Red, 400, Some(600), true);
+        t.add_span(&red, scope(100, 1_000, 2_000, &none), &always);
+        let yellow = span(Status::Yellow, 600, None, false);
+        t.add_span(&yellow, scope(100, 1_000, 800, &none), &always);
         assert_eq!((t.green_ms, t.red_ms, t.yellow_ms), (300, 200, 200));
         assert_eq!(t.stops, 1);
         assert_eq!(t.availability(), Some(300.0 / 700.0));
@@ -268,21 +274,43 @@ mod tests {
 
     #[test]
     fn time_outside_shifts_and_out_of_service_counts_for_nothing() {
-        let window = Window {
-            from_ms: 0,
-            to_ms: 1_000,
-        };
+        let none = BTreeSet::new();
+        let scope = scope(0, 1_000, 0, &none);
         let shifts = Planned::Shifts(vec![(0, 100), (500, 600)]);
         let mut t = Totals::default();
-        t.add_span(&span(Status::Red, 50, Some(550), true), window, &shifts, 0);
+        t.add_span(&span(Status::Red, 50, Some(550), true), scope, &shifts);
         assert_eq!(t.red_ms, 100);
         // A stop that begins outside every shift is not counted.
-        t.add_span(&span(Status::Red, 200, Some(300), true), window, &shifts, 0);
+        t.add_span(&span(Status::Red, 200, Some(300), true), scope, &shifts);
         assert_eq!(t.stops, 1);
         let mut off = span(Status::Green, 0, Some(1_000), false);
         off.in_service = false;
-        t.add_span(&off, window, &Planned::Always, 0);
+        t.add_span(&off, scope, &Planned::Always);
         assert_eq!(t.green_ms, 0);
+    }
+
+    #[test]
+    fn planned_downtime_is_neither_planned_time_nor_a_failure() {
+        let planned = BTreeSet::from(["maintenance".to_string()]);
+        let scope = scope(0, 1_000, 1_000, &planned);
+        let mut t = Totals::default();
+        t.add_span(
+            &span(Status::Green, 0, Some(600), false),
+            scope,
+            &Planned::Always,
+        );
+        let mut service = span(Status::Red, 600, Some(1_000), true);
+        service.reason = Some("maintenance".into());
+        t.add_span(&service, scope, &Planned::Always);
+        assert_eq!((t.planned_ms(), t.planned_stop_ms, t.stops), (600, 400, 0));
+        assert_eq!(t.availability(), Some(1.0));
+        assert_eq!(
+            t.by_reason["maintenance"],
+            ReasonTotals {
+                red_ms: 400,
+                stops: 1
+            }
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! factory analytics computed from state spans ([`analytics`]).
 
 pub mod analytics;
+pub mod calendar;
 pub mod consumer;
 pub mod queries;
 
