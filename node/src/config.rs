@@ -98,6 +98,11 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_IDLE_TIMEOUT_SECS", default_value_t = 600)]
     pub idle_timeout_secs: u64,
 
+    /// Shifts per site and the downtime-reason catalogue (JSON; see `history/calendar.rs`).
+    /// Without it every hour is planned time and every reason unplanned.
+    #[arg(long, env = "EQ_CALENDAR_FILE")]
+    pub calendar_file: Option<PathBuf>,
+
     /// Seconds between keep-alive comments on live (SSE) streams.
     #[arg(long, env = "EQ_SSE_HEARTBEAT_SECS", default_value_t = 15)]
     pub sse_heartbeat_secs: u64,

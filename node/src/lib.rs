@@ -71,6 +71,10 @@ where
     })
     .await?;
 
+    let calendar = Arc::new(match &config.calendar_file {
+        Some(path) => history::calendar::Calendar::load(path)?,
+        None => history::calendar::Calendar::default(),
+    });
     let db = if config.gateway || config.history {
         let url = config.database_url();
         Some(retry_until_up("history database", &shutdown, || history::connect(&url)).await?)
@@ -175,6 +179,7 @@ where
         metrics,
         live: live_hub,
         sse_heartbeat: Duration::from_secs(config.sse_heartbeat_secs.max(1)),
+        calendar,
         draining: AtomicBool::new(false),
         node_id: node_id.clone(),
     });

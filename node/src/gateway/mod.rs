@@ -2,6 +2,7 @@
 //! middleware every request passes (body limit, errors as `application/problem+json`,
 //! request metrics).
 
+pub mod analytics;
 pub mod cluster;
 pub mod equipment;
 pub mod history;
@@ -45,6 +46,8 @@ pub enum ApiTags {
     Cluster,
     /// The floor's changes, live.
     Live,
+    /// Time in state, availability, downtime by reason, MTBF and MTTR.
+    Analytics,
 }
 
 /// What the API handlers share.
@@ -58,6 +61,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     pub metrics: PrometheusHandle,
     pub live: Arc<crate::live::LiveHub>,
+    /// Shifts per site and the reason catalogue (`--calendar-file`).
+    pub calendar: Arc<crate::history::calendar::Calendar>,
     /// Keep-alive interval of live (SSE) streams; also how soon a vanished client is noticed.
     pub sse_heartbeat: Duration,
     pub draining: AtomicBool,
@@ -203,6 +208,7 @@ pub fn api_service() -> OpenApiService<
         equipment::EquipmentApi,
         status::StatusApi,
         history::HistoryApi,
+        analytics::AnalyticsApi,
         live::LiveApi,
         cluster::ClusterApi,
     ),
@@ -213,6 +219,7 @@ pub fn api_service() -> OpenApiService<
             equipment::EquipmentApi,
             status::StatusApi,
             history::HistoryApi,
+            analytics::AnalyticsApi,
             live::LiveApi,
             cluster::ClusterApi,
         ),

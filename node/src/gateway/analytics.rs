@@ -1,0 +1,362 @@
+//! `Analytics` operations: time in state for one machine, and fleet reports (availability
+//! per machine, line and shift; downtime by reason as a Pareto; MTBF and MTTR). Read from
+//! the state spans the history consumer maintains; computed by `history::analytics`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use super::problem::ApiError;
+use super::token::Token;
+use super::{ApiTags, AppState, parse_id};
+use crate::history::analytics::{self, FleetTotals, Scope, Totals, Window};
+use crate::history::calendar::Calendar;
+use crate::history::queries::{self, SpanFilter};
+
+/// The longest window a report may cover.
+const MAX_WINDOW_DAYS: i64 = 400;
+
+/// Figures over a window.
+#[derive(Debug, Clone, Object)]
+pub struct Figures {
+    pub green_seconds: f64,
+    pub yellow_seconds: f64,
+    /// Red without a planned reason.
+    pub red_seconds: f64,
+    /// Red with a reason the catalogue marks planned (not planned production time).
+    pub planned_stop_seconds: f64,
+    /// In service, inside the shifts (if the site has a calendar), less planned stops.
+    pub planned_seconds: f64,
+    /// Green / planned time (absent without planned time).
+    pub availability: Option<f64>,
+    /// Unplanned stops that began in the window.
+    pub stops: u64,
+    /// Mean time to repair: unplanned red time per stop.
+    pub mttr_seconds: Option<f64>,
+    /// Mean time between failures: planned time not red, per stop.
+    pub mtbf_seconds: Option<f64>,
+}
+
+impl From<&Totals> for Figures {
+    fn from(t: &Totals) -> Self {
+        let s = |ms: i64| ms as f64 / 1000.0;
+        Figures {
+            green_seconds: s(t.green_ms),
+            yellow_seconds: s(t.yellow_ms),
+            red_seconds: s(t.red_ms),
+            planned_stop_seconds: s(t.planned_stop_ms),
+            planned_seconds: s(t.planned_ms()),
+            availability: t.availability(),
+            stops: t.stops,
+            mttr_seconds: t.mttr_ms().map(|ms| ms / 1000.0),
+            mtbf_seconds: t.mtbf_ms().map(|ms| ms / 1000.0),
+        }
+    }
+}
+
+/// Downtime of one reason.
+#[derive(Debug, Clone, Object)]
+pub struct ReasonDowntime {
+    /// Reason code; `unqualified` for red without a reason.
+    pub reason: String,
+    /// Name from the catalogue.
+    pub name: Option<String>,
+    /// Group in the catalogue's tree.
+    pub parent: Option<String>,
+    /// Planned downtime (catalogue).
+    pub planned: bool,
+    pub seconds: f64,
+    /// Stops that began with this reason.
+    pub stops: u64,
+    /// Share of all red time in the window (0 to 1).
+    pub share: f64,
+}
+
+/// One machine's time in each status.
+#[derive(Debug, Clone, Object)]
+pub struct TimeInState {
+    pub equipment_id: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub figures: Figures,
+    /// Red time by reason, largest first.
+    pub downtime: Vec<ReasonDowntime>,
+}
+
+/// A machine's figures.
+#[derive(Debug, Clone, Object)]
+pub struct MachineFigures {
+    pub id: String,
+    /// Where the machine was at the end of the window.
+    pub site: String,
+    pub line: String,
+    pub figures: Figures,
+}
+
+/// A line's figures (spans count for the line the machine was on at the time).
+#[derive(Debug, Clone, Object)]
+pub struct LineFigures {
+    pub site: String,
+    pub line: String,
+    pub figures: Figures,
+}
+
+/// A shift's figures (every site's shifts of that name).
+#[derive(Debug, Clone, Object)]
+pub struct ShiftFigures {
+    pub shift: String,
+    pub figures: Figures,
+}
+
+/// Availability of a fleet.
+#[derive(Debug, Clone, Object)]
+pub struct AvailabilityReport {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub total: Figures,
+    pub lines: Vec<LineFigures>,
+    pub machines: Vec<MachineFigures>,
+    /// Per shift, where sites have shift calendars.
+    pub shifts: Vec<ShiftFigures>,
+}
+
+/// Downtime of a fleet by reason.
+#[derive(Debug, Clone, Object)]
+pub struct DowntimeReport {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Largest first.
+    pub reasons: Vec<ReasonDowntime>,
+}
+
+#[derive(ApiResponse)]
+pub enum TimeInStateAnswer {
+    #[oai(status = 200)]
+    Ok(Json<TimeInState>),
+}
+
+#[derive(ApiResponse)]
+pub enum AvailabilityAnswer {
+    #[oai(status = 200)]
+    Ok(Json<AvailabilityReport>),
+}
+
+#[derive(ApiResponse)]
+pub enum DowntimeAnswer {
+    #[oai(status = 200)]
+    Ok(Json<DowntimeReport>),
+}
+
+/// Operations of this tag.
+pub struct AnalyticsApi;
+
+#[OpenApi(tag = "ApiTags::Analytics")]
+impl AnalyticsApi {
+    /// Time in each status
+    ///
+    /// Seconds per status, availability (green / planned time), stops, MTTR and MTBF, and
+    /// red time by reason over `[from, to)` (default: the last 24 hours). Planned time is
+    /// the site's shifts when it has a calendar, less planned stops.
+    #[oai(
+        path = "/v1/equipment/:id/time-in-state",
+        method = "get",
+        operation_id = "getTimeInState"
+    )]
+    async fn time_in_state(
+        &self,
+        state: Data<&Arc<AppState>>,
+        id: Path<Token>,
+        /// Start of the window (default: 24 hours before `to`).
+        from: Query<Option<DateTime<Utc>>>,
+        /// End of the window, exclusive (default: now).
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> Result<TimeInStateAnswer, ApiError> {
+        let id = parse_id(id.0.into_inner())?;
+        let (from, to) = window(from.0, to.0)?;
+        state.current(&id).await?;
+        let filter = SpanFilter {
+            equipment_id: Some(id.to_string()),
+            ..SpanFilter::default()
+        };
+        let fleet = compute(&state, &filter, from, to, None).await?;
+        let totals = fleet.all;
+        Ok(TimeInStateAnswer::Ok(Json(TimeInState {
+            equipment_id: id.to_string(),
+            from,
+            to,
+            figures: (&totals).into(),
+            downtime: downtime(&totals, &state.calendar),
+        })))
+    }
+
+    /// Availability of a fleet
+    ///
+    /// Per machine, per line and in total, with stops, MTTR and MTBF, over `[from, to)`
+    /// (default: the last 24 hours), for a site and line if given; per shift where sites
+    /// have shift calendars.
+    #[oai(
+        path = "/v1/reports/availability",
+        method = "get",
+        operation_id = "getAvailabilityReport"
+    )]
+    async fn availability(
+        &self,
+        state: Data<&Arc<AppState>>,
+        /// Only this site.
+        site: Query<Option<Token>>,
+        /// Only this line.
+        line: Query<Option<Token>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> Result<AvailabilityAnswer, ApiError> {
+        let (from, to) = window(from.0, to.0)?;
+        let filter = site_filter(site.0, line.0);
+        let fleet = compute(&state, &filter, from, to, None).await?;
+        let mut shifts = Vec::new();
+        for shift in state.calendar.shift_names() {
+            let per_shift = compute(&state, &filter, from, to, Some(&shift)).await?;
+            shifts.push(ShiftFigures {
+                shift,
+                figures: (&per_shift.all).into(),
+            });
+        }
+        Ok(AvailabilityAnswer::Ok(Json(AvailabilityReport {
+            from,
+            to,
+            total: (&fleet.all).into(),
+            lines: fleet
+                .lines
+                .iter()
+                .map(|((site, line), t)| LineFigures {
+                    site: site.clone(),
+                    line: line.clone(),
+                    figures: t.into(),
+                })
+                .collect(),
+            machines: fleet
+                .machines
+                .iter()
+                .map(|(id, (site, line, t))| MachineFigures {
+                    id: id.clone(),
+                    site: site.clone(),
+                    line: line.clone(),
+                    figures: t.into(),
+                })
+                .collect(),
+            shifts,
+        })))
+    }
+
+    /// Downtime by reason
+    ///
+    /// Red time and stops per reason code over `[from, to)` (default: the last 24 hours),
+    /// largest first (a Pareto); `unqualified` collects red time without a reason.
+    #[oai(
+        path = "/v1/reports/downtime",
+        method = "get",
+        operation_id = "getDowntimeReport"
+    )]
+    async fn downtime(
+        &self,
+        state: Data<&Arc<AppState>>,
+        /// Only this site.
+        site: Query<Option<Token>>,
+        /// Only this line.
+        line: Query<Option<Token>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> Result<DowntimeAnswer, ApiError> {
+        let (from, to) = window(from.0, to.0)?;
+        let fleet = compute(&state, &site_filter(site.0, line.0), from, to, None).await?;
+        Ok(DowntimeAnswer::Ok(Json(DowntimeReport {
+            from,
+            to,
+            reasons: downtime(&fleet.all, &state.calendar),
+        })))
+    }
+}
+
+fn site_filter(site: Option<Token>, line: Option<Token>) -> SpanFilter {
+    SpanFilter {
+        equipment_id: None,
+        site: site.map(Token::into_inner),
+        line: line.map(Token::into_inner),
+    }
+}
+
+/// The window `[from, to)`, defaulting to the 24 hours before now.
+fn window(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - Duration::hours(24));
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "`from` must be before `to`",
+        ));
+    }
+    if to - from > Duration::days(MAX_WINDOW_DAYS) {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("a window is at most {MAX_WINDOW_DAYS} days"),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// Reads the spans that overlap the window and aggregates them (only shift `shift`, if
+/// given).
+async fn compute(
+    state: &AppState,
+    filter: &SpanFilter,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    shift: Option<&str>,
+) -> Result<FleetTotals, ApiError> {
+    let window = Window {
+        from_ms: from.timestamp_millis(),
+        to_ms: to.timestamp_millis(),
+    };
+    let spans = queries::spans(state.db()?, filter, window)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?;
+    let planned_reasons = state.calendar.planned_reasons();
+    let scope = Scope {
+        window,
+        now_ms: Utc::now().timestamp_millis(),
+        planned_reasons: &planned_reasons,
+    };
+    let calendar = &state.calendar;
+    Ok(analytics::fleet(&spans, scope, |site| {
+        calendar.planned(site, window, shift)
+    }))
+}
+
+/// The Pareto of red time, with the catalogue's names.
+fn downtime(totals: &Totals, calendar: &Calendar) -> Vec<ReasonDowntime> {
+    let red = (totals.red_ms + totals.planned_stop_ms).max(1) as f64;
+    totals
+        .pareto()
+        .into_iter()
+        .map(|(reason, t)| {
+            let entry = calendar.reason(&reason);
+            ReasonDowntime {
+                name: entry.map(|r| r.name.clone()).filter(|n| !n.is_empty()),
+                parent: entry.and_then(|r| r.parent.clone()),
+                planned: entry.is_some_and(|r| r.planned),
+                seconds: t.red_ms as f64 / 1000.0,
+                stops: t.stops,
+                share: t.red_ms as f64 / red,
+                reason,
+            }
+        })
+        .collect()
+}
