@@ -3,4 +3,5 @@
 
 pub mod equipment;
 pub mod equipment_event;
+pub mod reason_correction;
 pub mod state_interval;

@@ -14,7 +14,10 @@ pub struct Model {
     pub site: String,
     pub line: String,
     pub status: String,
+    /// The reason in effect: the recorded one, or a later correction's.
     pub reason: Option<String>,
+    /// The reason the event itself carried.
+    pub recorded_reason: Option<String>,
     /// False once the machine is decommissioned: such spans count for nothing.
     pub in_service: bool,
     /// The span begins a stop: red, after a status that was not red.

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261130_000001_history;
 mod m20261130_000002_state_interval;
+mod m20261130_000003_reason_correction;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261130_000001_history::Migration),
             Box::new(m20261130_000002_state_interval::Migration),
+            Box::new(m20261130_000003_reason_correction::Migration),
         ]
     }
 }

@@ -18,6 +18,7 @@ enum StateInterval {
     Line,
     Status,
     Reason,
+    RecordedReason,
     InService,
     StartsStop,
     StartMs,
@@ -39,6 +40,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(S::Line).string_len(64).not_null())
                     .col(ColumnDef::new(S::Status).string_len(16).not_null())
                     .col(ColumnDef::new(S::Reason).string_len(64).null())
+                    .col(ColumnDef::new(S::RecordedReason).string_len(64).null())
                     .col(ColumnDef::new(S::InService).boolean().not_null())
                     .col(ColumnDef::new(S::StartsStop).boolean().not_null())
                     .col(ColumnDef::new(S::StartMs).big_integer().not_null())

@@ -10,5 +10,5 @@ mod tests;
 pub use actor::{CommandError, EquipmentActor, EquipmentMsg, Outcome, outcome_label};
 pub use state::{
     Action, Command, Decision, Equipment, EquipmentState, Event, EventKind, MetadataPatch,
-    Registration, Rejection, Rules, StatusChange, apply, decide,
+    ReasonCorrection, Registration, Rejection, Rules, StatusChange, apply, decide,
 };

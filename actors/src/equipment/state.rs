@@ -76,6 +76,8 @@ pub enum EventKind {
     MetadataUpdated,
     StatusChanged,
     Decommissioned,
+    /// The reason of a past stop was assigned or corrected (the state's status is as it was).
+    ReasonCorrected,
 }
 
 impl EventKind {
@@ -85,6 +87,7 @@ impl EventKind {
             EventKind::MetadataUpdated => "metadata_updated",
             EventKind::StatusChanged => "status_changed",
             EventKind::Decommissioned => "decommissioned",
+            EventKind::ReasonCorrected => "reason_corrected",
         }
     }
 }
@@ -102,6 +105,9 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_status: Option<Status>,
     pub state: Equipment,
+    /// For `reason_corrected`: which stop, and its reason now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<ReasonCorrection>,
     /// Recent idempotency keys, so a reloaded actor still recognises retries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_commands: Vec<RecentCommand>,
@@ -145,6 +151,16 @@ impl MetadataPatch {
     }
 }
 
+/// Assigns or corrects the reason of a past stop: the red time that began with the event of
+/// version `stop_version` (until the machine left red). The history is never overwritten:
+/// this is an event of its own, and reports apply it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReasonCorrection {
+    pub stop_version: Version,
+    /// `None` makes the stop unqualified again.
+    pub reason: Option<ReasonCode>,
+}
+
 /// A status change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusChange {
@@ -162,6 +178,7 @@ pub enum Action {
     UpdateMetadata(MetadataPatch),
     Decommission,
     SetStatus(StatusChange),
+    CorrectReason(ReasonCorrection),
 }
 
 /// A command to one equipment, already validated at the edge.
@@ -228,6 +245,8 @@ pub enum Rejection {
     EmptyUpdate,
     #[error("idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    #[error("no past stop begins at version {0}")]
+    NoSuchStop(Version),
 }
 
 impl Rejection {
@@ -241,6 +260,7 @@ impl Rejection {
             Rejection::ReasonRequired => "reason_required",
             Rejection::EmptyUpdate => "empty_update",
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
+            Rejection::NoSuchStop(_) => "no_such_stop",
         }
     }
 }
@@ -349,6 +369,17 @@ pub fn decide(
             next.decommissioned = true;
             (EventKind::Decommissioned, None, touch(next, command, now))
         }
+        (Action::CorrectReason(correction), Some(e)) => {
+            // Only the past: the current version is the machine's present state.
+            if correction.stop_version.0 == 0 || correction.stop_version >= e.version {
+                return Err(Rejection::NoSuchStop(correction.stop_version));
+            }
+            (
+                EventKind::ReasonCorrected,
+                None,
+                touch(e.clone(), command, now),
+            )
+        }
         (Action::SetStatus(change), Some(e)) => {
             if change.status == Status::Red
                 && change.reason.is_none()
@@ -400,6 +431,10 @@ pub fn decide(
         recorded_at: now,
         command_id: command.command_id.clone(),
         previous_status,
+        correction: match &command.action {
+            Action::CorrectReason(c) => Some(c.clone()),
+            _ => None,
+        },
         state: next,
         recent_commands: recent,
         ingest_high: state.ingest_high.max(command.ingest_seq.unwrap_or(0)),

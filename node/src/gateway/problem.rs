@@ -124,7 +124,7 @@ impl From<CommandError> for ApiError {
         let problem = |status| Json(Problem::new(status, code, detail.clone()));
         match err {
             CommandError::Rejected(rejection) => match rejection {
-                Rejection::NotFound => ApiError::NotFound(problem(404)),
+                Rejection::NotFound | Rejection::NoSuchStop(_) => ApiError::NotFound(problem(404)),
                 Rejection::AlreadyExists
                 | Rejection::Decommissioned
                 | Rejection::IdempotencyKeyReused => ApiError::Conflict(problem(409)),

@@ -12,7 +12,7 @@ use async_nats::jetstream::{
 use eq_actors::equipment::Event;
 use eq_actors::store::decode;
 use eq_actors::subjects::{HISTORY_CONSUMER, Subjects};
-use eq_entities::{equipment, equipment_event, state_interval};
+use eq_entities::{equipment, equipment_event, reason_correction, state_interval};
 use futures::StreamExt;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -200,6 +200,25 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
         .exec_without_returning(&txn)
         .await?;
     close_spans(&txn, latest.keys().copied()).await?;
+    let corrections: Vec<reason_correction::ActiveModel> = events
+        .iter()
+        .filter_map(|d| correction_row(&d.event))
+        .collect();
+    if !corrections.is_empty() {
+        reason_correction::Entity::insert_many(corrections)
+            .on_conflict(
+                OnConflict::columns([
+                    reason_correction::Column::EquipmentId,
+                    reason_correction::Column::Version,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .try_insert()
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    apply_corrections(&txn, latest.keys().copied()).await?;
     use equipment::Column as C;
     equipment::Entity::insert_many(states)
         .on_conflict(
@@ -241,12 +260,7 @@ async fn close_spans<'a>(
 ) -> Result<(), DbErr> {
     let ids: Vec<&str> = ids.collect();
     let backend = txn.get_database_backend();
-    let placeholders: Vec<String> = (1..=ids.len())
-        .map(|n| match backend {
-            DbBackend::Postgres => format!("${n}"),
-            _ => "?".to_string(),
-        })
-        .collect();
+    let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
     let successor = "FROM state_interval n WHERE n.equipment_id = state_interval.equipment_id \
                      AND n.version = state_interval.version + 1";
     let sql = format!(
@@ -255,9 +269,90 @@ async fn close_spans<'a>(
         placeholders.join(", ")
     );
     let values: Vec<sea_orm::Value> = ids.iter().map(|id| (*id).into()).collect();
+    let sql = numbered(backend, &sql);
     txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
     Ok(())
+}
+
+/// Applies every reason correction of these machines to the spans of its stop (the red
+/// spans from the stop's first version until the machine left red, and before the
+/// correction itself: a reason set later wins), oldest correction first. Run for every
+/// batch, so that spans written after their correction (another node's batch, committed
+/// later) are corrected too. Each run starts again from the recorded reasons: a run that
+/// saw only part of a stop (its end not written yet) may have reached too far.
+async fn apply_corrections<'a>(
+    txn: &DatabaseTransaction,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<(), DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    let ids: Vec<&str> = ids.collect();
+    let corrections = reason_correction::Entity::find()
+        .filter(reason_correction::Column::EquipmentId.is_in(ids))
+        .order_by_asc(reason_correction::Column::EquipmentId)
+        .order_by_asc(reason_correction::Column::Version)
+        .all(txn)
+        .await?;
+    let backend = txn.get_database_backend();
+    let reset = numbered(
+        backend,
+        "UPDATE state_interval SET reason = recorded_reason \
+         WHERE equipment_id = $1 AND version >= $2 AND version < $3",
+    );
+    for c in &corrections {
+        let values: Vec<sea_orm::Value> = vec![
+            c.equipment_id.clone().into(),
+            c.stop_version.into(),
+            c.version.into(),
+        ];
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            reset.clone(),
+            values,
+        ))
+        .await?;
+    }
+    let sql = numbered(
+        backend,
+        "UPDATE state_interval SET reason = $1 \
+         WHERE equipment_id = $2 AND version >= $3 AND version < $4 AND status = 'red' \
+         AND version < COALESCE((SELECT MIN(n.version) FROM state_interval n \
+             WHERE n.equipment_id = $2 AND n.version > $3 AND n.status <> 'red'), \
+             9223372036854775807)",
+    );
+    for c in corrections {
+        let values: Vec<sea_orm::Value> = vec![
+            c.reason.clone().into(),
+            c.equipment_id.clone().into(),
+            c.stop_version.into(),
+            c.version.into(),
+        ];
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql.clone(), values))
+            .await?;
+    }
+    Ok(())
+}
+
+fn correction_row(e: &Event) -> Option<reason_correction::ActiveModel> {
+    use sea_orm::ActiveValue::Set;
+    let c = e.correction.as_ref()?;
+    Some(reason_correction::ActiveModel {
+        equipment_id: Set(e.equipment_id.to_string()),
+        version: Set(e.version.0 as i64),
+        stop_version: Set(c.stop_version.0 as i64),
+        reason: Set(c.reason.as_ref().map(|r| r.to_string())),
+        corrected_by: Set(e.state.updated_by.clone()),
+        recorded_at_ms: Set(e.recorded_at.timestamp_millis()),
+    })
+}
+
+/// Raw SQL is written with PostgreSQL's numbered parameters (`$1`, which may repeat);
+/// SQLite spells them `?1`. Plain `?` would bind by position of appearance instead.
+fn numbered(backend: DbBackend, sql: &str) -> String {
+    match backend {
+        DbBackend::Postgres => sql.to_string(),
+        _ => sql.replace('$', "?"),
+    }
 }
 
 /// The span an event begins.
@@ -277,6 +372,7 @@ fn span_row(e: &Event) -> state_interval::ActiveModel {
         line: Set(s.line.to_string()),
         status: Set(s.status.as_str().to_string()),
         reason: Set(s.reason.as_ref().map(|r| r.to_string())),
+        recorded_reason: Set(s.reason.as_ref().map(|r| r.to_string())),
         in_service: Set(!s.decommissioned),
         starts_stop: Set(s.status == Status::Red && !was_red),
         start_ms: Set(e.recorded_at.timestamp_millis()),

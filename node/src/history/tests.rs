@@ -1,16 +1,16 @@
 //! Property test of the analytics: random event sequences per machine (status changes with
-//! and without reasons, re-sent statuses, line moves, decommissioning, several events in the
-//! same second), written by the consumer's own batch writer in random batches and in random
+//! and without reasons, re-sent statuses, line moves, reason corrections of past stops,
+//! decommissioning, several events in the same second), written by the consumer's own batch writer in random batches and in random
 //! order (as several nodes pulling from one consumer would), must give the same figures as a
 //! brute-force count over the raw events, second by second.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use eq_actors::domain::{EquipmentId, Line, ReasonCode, Site, Source, Status};
+use eq_actors::domain::{EquipmentId, Line, ReasonCode, Site, Source, Status, Version};
 use eq_actors::equipment::{
-    Action, Command, Decision, EquipmentState, Event, MetadataPatch, Registration, Rules,
-    StatusChange, apply, decide,
+    Action, Command, Decision, EquipmentState, Event, EventKind, MetadataPatch, ReasonCorrection,
+    Registration, Rules, StatusChange, apply, decide,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -45,7 +45,7 @@ fn random_life(rng: &mut StdRng, id: &str) -> Vec<Event> {
     let mut state = EquipmentState::default();
     let mut events = Vec::new();
     let mut second = rng.random_range(0..600);
-    let mut step = |state: &mut EquipmentState, action: Action, second: i64| {
+    let step = |events: &mut Vec<Event>, state: &mut EquipmentState, action, second| {
         if let Ok(Decision::Append(event)) =
             decide(state, &command(&id, action), at(second), &Rules::default())
         {
@@ -61,12 +61,26 @@ fn random_life(rng: &mut StdRng, id: &str) -> Vec<Event> {
         tags: vec![],
         status: STATUSES[rng.random_range(0..3)],
     };
-    step(&mut state, Action::Register(registration), second);
+    step(
+        &mut events,
+        &mut state,
+        Action::Register(registration),
+        second,
+    );
     for _ in 0..rng.random_range(5..40) {
         // Several events in one second happen (a burst from a device).
         second += [0, 1, 7, 60, 300, 900][rng.random_range(0..6)];
         let roll = rng.random_range(0..100);
-        let action = if roll < 80 {
+        let stops: Vec<u64> = (0..events.len())
+            .filter(|&i| starts_stop(&events, i))
+            .map(|i| events[i].version.0)
+            .collect();
+        let action = if roll < 8 && !stops.is_empty() {
+            Action::CorrectReason(ReasonCorrection {
+                stop_version: Version(stops[rng.random_range(0..stops.len())]),
+                reason: REASONS[rng.random_range(0..4)].map(|r| ReasonCode::parse(r).unwrap()),
+            })
+        } else if roll < 80 {
             Action::SetStatus(StatusChange {
                 status: STATUSES[rng.random_range(0..3)],
                 reason: REASONS[rng.random_range(0..4)].map(|r| ReasonCode::parse(r).unwrap()),
@@ -81,9 +95,36 @@ fn random_life(rng: &mut StdRng, id: &str) -> Vec<Event> {
         } else {
             Action::Decommission
         };
-        step(&mut state, action, second);
+        step(&mut events, &mut state, action, second);
     }
     events
+}
+
+/// Whether event `i` begins a stop: red after a state that was not red.
+fn starts_stop(events: &[Event], i: usize) -> bool {
+    events[i].state.status == Status::Red && (i == 0 || events[i - 1].state.status != Status::Red)
+}
+
+/// The reason of event `i`'s state once corrections are applied: a correction of the stop
+/// event `i` belongs to, made after event `i`, replaces it (the latest such wins).
+fn effective_reason(events: &[Event], i: usize) -> Option<String> {
+    let e = &events[i];
+    let original = e.state.reason.as_ref().map(|r| r.to_string());
+    if e.state.status != Status::Red {
+        return original;
+    }
+    let mut start = i;
+    while start > 0 && events[start - 1].state.status == Status::Red {
+        start -= 1;
+    }
+    let stop_version = events[start].version;
+    events[i + 1..]
+        .iter()
+        .filter(|c| c.kind == EventKind::ReasonCorrected)
+        .filter_map(|c| c.correction.as_ref())
+        .filter(|c| c.stop_version == stop_version)
+        .last()
+        .map_or(original, |c| c.reason.as_ref().map(|r| r.to_string()))
 }
 
 /// Brute force: the figures of one machine, one second at a time, from its raw events.
@@ -99,10 +140,12 @@ fn brute_force(
     let mut t = window.from_ms;
     while t < window.to_ms.min(now_ms) {
         // The state at t: the last event recorded at or before t.
-        if let Some(e) = events.iter().rev().find(|e| ms(&e.recorded_at) <= t)
-            && !e.state.decommissioned
+        if let Some(i) = events.iter().rposition(|e| ms(&e.recorded_at) <= t)
+            && !events[i].state.decommissioned
             && planned_at(planned, t)
         {
+            let e = &events[i];
+            let reason = effective_reason(events, i);
             let line = per_line
                 .entry((e.state.site.to_string(), e.state.line.to_string()))
                 .or_default();
@@ -111,7 +154,7 @@ fn brute_force(
                     Status::Green => total.green_ms += 1000,
                     Status::Yellow => total.yellow_ms += 1000,
                     Status::Red => {
-                        let reason = e.state.reason.as_ref().map_or(UNQUALIFIED, |r| r.as_str());
+                        let reason = reason.as_deref().unwrap_or(UNQUALIFIED);
                         if scope.planned_reasons.contains(reason) {
                             total.planned_stop_ms += 1000;
                         } else {
@@ -126,16 +169,15 @@ fn brute_force(
     }
     // Stops: a red state after one that was not red, beginning inside the window and shifts.
     for (i, e) in events.iter().enumerate() {
-        let was_red = i > 0 && events[i - 1].state.status == Status::Red;
         let start = ms(&e.recorded_at);
-        if e.state.status == Status::Red
-            && !was_red
+        if starts_stop(events, i)
             && !e.state.decommissioned
             && window.from_ms <= start
             && start < window.to_ms
             && planned_at(planned, start)
         {
-            let reason = e.state.reason.as_ref().map_or(UNQUALIFIED, |r| r.as_str());
+            let reason = effective_reason(events, i);
+            let reason = reason.as_deref().unwrap_or(UNQUALIFIED);
             let line = per_line
                 .entry((e.state.site.to_string(), e.state.line.to_string()))
                 .or_default();
@@ -176,7 +218,7 @@ fn random_planned(rng: &mut StdRng) -> Planned {
 async fn reports_equal_a_brute_force_count_over_the_raw_events() {
     let dir = std::env::temp_dir().join(format!("eq-prop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for case in 0..50u64 {
+    for case in 0..60u64 {
         let mut rng = StdRng::seed_from_u64(0x5eed + case);
         let path = dir.join(format!("case-{case}.db"));
         let _ = std::fs::remove_file(&path);
@@ -250,7 +292,21 @@ async fn reports_equal_a_brute_force_count_over_the_raw_events() {
                 assert_eq!(
                     without_empty(got),
                     without_empty(expected.clone()),
-                    "case {case}, machine {id}, {scope:?}, {planned:?}"
+                    "case {case}, machine {id}, {scope:?}, {planned:?}, events {:?}",
+                    events
+                        .iter()
+                        .map(|e| (
+                            e.version.0,
+                            e.kind.as_str(),
+                            e.state.status.as_str(),
+                            e.state.reason.as_ref().map(|r| r.to_string()),
+                            e.correction.as_ref().map(|c| (
+                                c.stop_version.0,
+                                c.reason.as_ref().map(|r| r.to_string())
+                            )),
+                            e.recorded_at.timestamp() - 1_790_000_000,
+                        ))
+                        .collect::<Vec<_>>()
                 );
                 all.merge(&expected);
             }
