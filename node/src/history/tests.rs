@@ -120,10 +120,10 @@ fn effective_reason(events: &[Event], i: usize) -> Option<String> {
     let stop_version = events[start].version;
     events[i + 1..]
         .iter()
+        .rev()
         .filter(|c| c.kind == EventKind::ReasonCorrected)
         .filter_map(|c| c.correction.as_ref())
-        .filter(|c| c.stop_version == stop_version)
-        .last()
+        .find(|c| c.stop_version == stop_version)
         .map_or(original, |c| c.reason.as_ref().map(|r| r.to_string()))
 }
 
