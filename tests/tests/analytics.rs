@@ -197,6 +197,94 @@ async fn factory_day(kind: DbKind) {
     assert_eq!(seconds.len(), 3);
     assert!(seconds.windows(2).all(|w| w[0] >= w[1]), "{seconds:?}");
 
+    // Stops, and correcting the reason of the unqualified one (an event, not an overwrite).
+    let answer = client
+        .send(
+            client
+                .http()
+                .get(client.url(&format!("/v1/equipment/press-1/stops?{query}"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let stops: Vec<(u64, Option<String>, bool)> = answer.body["stops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["version"].as_u64().unwrap(),
+                s["reason"].as_str().map(String::from),
+                s["end"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stops,
+        [
+            (2, Some("jam".into()), true),
+            (4, None, true),
+            (6, Some("maintenance".into()), false)
+        ]
+    );
+    let correct = |version: u64, body: Value| {
+        let client = client.clone();
+        async move {
+            client
+                .send(
+                    client
+                        .http()
+                        .put(client.url(&format!("/v1/equipment/press-1/stops/{version}/reason")))
+                        .json(&body),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let answer = correct(4, json!({"reason": "jam", "updated_by": "supervisor-2"})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.version(), 7, "the correction is an event of its own");
+    assert_eq!(
+        correct(6, json!({"reason": "jam"})).await.body["code"],
+        "stop_in_progress"
+    );
+    assert_eq!(
+        correct(3, json!({"reason": "jam"})).await.body["code"],
+        "no_such_stop"
+    );
+    assert_eq!(
+        correct(4, json!({"reason": "gremlins"})).await.body["code"],
+        "unknown_reason"
+    );
+    let pareto_url = client.url(&format!("/v1/reports/downtime?line=line-1&{query}"));
+    let reasons = wait_for(
+        "the report reflects the correction",
+        Duration::from_secs(20),
+        || {
+            let (client, url) = (client.clone(), pareto_url.clone());
+            async move {
+                let answer = client.send(client.http().get(url)).await.ok()?;
+                let reasons: BTreeMap<String, f64> = answer.body["reasons"]
+                    .as_array()?
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["reason"].as_str().unwrap().to_string(),
+                            num(&r["seconds"]),
+                        )
+                    })
+                    .collect();
+                (!reasons.contains_key("unqualified")).then_some(reasons)
+            }
+        },
+    )
+    .await;
+    assert!(close(reasons["jam"], jam + unqualified), "{reasons:?}");
+    // The history still shows what was recorded at the time, and the correction after it.
+    let history = client.history("press-1").await;
+    assert!(history[3]["reason"].is_null());
+    assert_eq!(history[6]["kind"], "reason_corrected");
+
     // Bad input: a clear problem.
     for path in [
         "/v1/equipment/press-1/time-in-state?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",

@@ -4,17 +4,22 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use eq_actors::Version;
+use eq_actors::domain::ReasonCode;
+use eq_actors::equipment::{Action, ReasonCorrection};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
 };
 
+use super::equipment::CommandResult;
+use super::models::actor_name;
 use super::problem::ApiError;
 use super::token::Token;
-use super::{ApiTags, AppState, parse_id};
+use super::{ApiTags, AppState, api_command, parse_id};
 use crate::history::analytics::{self, FleetTotals, Scope, Totals, Window};
 use crate::history::calendar::Calendar;
 use crate::history::queries::{self, SpanFilter};
@@ -135,6 +140,56 @@ pub struct DowntimeReport {
     pub reasons: Vec<ReasonDowntime>,
 }
 
+/// One stop of a machine: red from `start` until it left red.
+#[derive(Debug, Clone, Object)]
+pub struct StopView {
+    /// The version of the event that began the stop: use it to correct the reason.
+    pub version: u64,
+    pub start: DateTime<Utc>,
+    /// Absent while the machine is still red.
+    pub end: Option<DateTime<Utc>>,
+    pub seconds: f64,
+    /// The reason in effect (after corrections); absent: unqualified.
+    pub reason: Option<String>,
+    /// Planned downtime (catalogue).
+    pub planned: bool,
+}
+
+/// The stops that began in a window.
+#[derive(Debug, Clone, Object)]
+pub struct StopList {
+    pub equipment_id: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub stops: Vec<StopView>,
+}
+
+/// The reason a past stop should have.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct StopReason {
+    /// A reason code (of the catalogue, if one is configured); absent: unqualified.
+    pub reason: Option<Token>,
+    /// Who corrects it (default `api`).
+    #[oai(validator(max_length = 128))]
+    pub updated_by: Option<String>,
+}
+
+impl poem_openapi::types::Example for StopReason {
+    fn example() -> Self {
+        StopReason {
+            reason: Some(Token("jam".into())),
+            updated_by: Some("supervisor-2".into()),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum StopsAnswer {
+    #[oai(status = 200)]
+    Ok(Json<StopList>),
+}
+
 #[derive(ApiResponse)]
 pub enum TimeInStateAnswer {
     #[oai(status = 200)]
@@ -193,6 +248,135 @@ impl AnalyticsApi {
             figures: (&totals).into(),
             downtime: downtime(&totals, &state.calendar),
         })))
+    }
+
+    /// A machine's stops
+    ///
+    /// The stops (red periods) that began in `[from, to)` (default: the last 24 hours),
+    /// with their reasons after corrections; a stop without a reason is unqualified.
+    #[oai(
+        path = "/v1/equipment/:id/stops",
+        method = "get",
+        operation_id = "listStops"
+    )]
+    async fn stops(
+        &self,
+        state: Data<&Arc<AppState>>,
+        id: Path<Token>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> Result<StopsAnswer, ApiError> {
+        let id = parse_id(id.0.into_inner())?;
+        let (from, to) = window(from.0, to.0)?;
+        state.current(&id).await?;
+        let filter = SpanFilter {
+            equipment_id: Some(id.to_string()),
+            ..SpanFilter::default()
+        };
+        // Up to now: a stop that began in the window may end after it.
+        let now = Utc::now().max(to);
+        let spans = queries::spans(
+            state.db()?,
+            &filter,
+            Window {
+                from_ms: from.timestamp_millis(),
+                to_ms: now.timestamp_millis(),
+            },
+        )
+        .await
+        .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?;
+        let planned = state.calendar.planned_reasons();
+        let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+        let stops = analytics::stops(&spans)
+            .into_iter()
+            .filter(|s| s.start_ms >= from.timestamp_millis() && s.start_ms < to.timestamp_millis())
+            .map(|s| StopView {
+                version: s.version,
+                start: at(s.start_ms),
+                end: s.end_ms.map(at),
+                seconds: (s.end_ms.unwrap_or(now.timestamp_millis()) - s.start_ms) as f64 / 1000.0,
+                planned: s.reason.as_ref().is_some_and(|r| planned.contains(r)),
+                reason: s.reason,
+            })
+            .collect();
+        Ok(StopsAnswer::Ok(Json(StopList {
+            equipment_id: id.to_string(),
+            from,
+            to,
+            stops,
+        })))
+    }
+
+    /// Assign or correct the reason of a past stop
+    ///
+    /// Recorded as an event of its own through the machine's actor (the history is never
+    /// overwritten); reports reflect it once the history has it. The stop must have ended
+    /// (while a machine is still red, set its status with a reason instead). With a
+    /// catalogue configured, the reason must be one of its codes.
+    #[oai(
+        path = "/v1/equipment/:id/stops/:version/reason",
+        method = "put",
+        operation_id = "correctStopReason"
+    )]
+    async fn correct_reason(
+        &self,
+        state: Data<&Arc<AppState>>,
+        id: Path<Token>,
+        /// The stop's `version` (from the stop list).
+        version: Path<u64>,
+        body: Json<StopReason>,
+        /// The machine's current version (`ETag`); 412 if it moved on.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        /// Makes a retry safe.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> Result<CommandResult, ApiError> {
+        let id = parse_id(id.0.into_inner())?;
+        let reason = body
+            .0
+            .reason
+            .map(|t| ReasonCode::parse(t.into_inner()))
+            .transpose()
+            .map_err(ApiError::from)?;
+        if let Some(code) = &reason
+            && !state.calendar.reasons.is_empty()
+            && state.calendar.reason(code.as_str()).is_none()
+        {
+            return Err(ApiError::unprocessable(
+                "unknown_reason",
+                format!("{code:?} is not in the reason catalogue"),
+            ));
+        }
+        let by = actor_name(body.0.updated_by).map_err(ApiError::from)?;
+        let ended = match queries::span_at(state.db()?, id.as_str(), version.0)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?
+        {
+            Some((span, ended)) if span.starts_stop => ended,
+            found => {
+                if found.is_none() {
+                    // 404 `not_found` for an unknown machine, before `no_such_stop`.
+                    state.current(&id).await?;
+                }
+                return Err(ApiError::not_found_as(
+                    "no_such_stop",
+                    format!("no stop begins at version {}", version.0),
+                ));
+            }
+        };
+        if !ended {
+            return Err(ApiError::conflict(
+                "stop_in_progress",
+                "the machine is still red: set its status with a reason instead",
+            ));
+        }
+        let action = Action::CorrectReason(ReasonCorrection {
+            stop_version: Version(version.0),
+            reason,
+        });
+        let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
+        Ok(state.execute(command).await?.into())
     }
 
     /// Availability of a fleet

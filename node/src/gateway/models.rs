@@ -319,7 +319,7 @@ impl SetStatus {
     }
 }
 
-fn actor_name(value: Option<String>) -> Result<String, InvalidField> {
+pub(super) fn actor_name(value: Option<String>) -> Result<String, InvalidField> {
     let by = value.unwrap_or_else(|| "api".to_string());
     if by.trim().is_empty() {
         return Err(InvalidField::new("updated_by", "must not be blank"));

@@ -95,8 +95,18 @@ impl ApiError {
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        count("not_found");
-        ApiError::NotFound(Json(Problem::new(404, "not_found", detail)))
+        Self::not_found_as("not_found", detail)
+    }
+
+    /// A 404 with a more specific code.
+    pub fn not_found_as(code: &str, detail: impl Into<String>) -> Self {
+        count(code);
+        ApiError::NotFound(Json(Problem::new(404, code, detail)))
+    }
+
+    pub fn conflict(code: &str, detail: impl Into<String>) -> Self {
+        count(code);
+        ApiError::Conflict(Json(Problem::new(409, code, detail)))
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {

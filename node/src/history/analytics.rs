@@ -25,6 +25,8 @@ pub const UNQUALIFIED: &str = "unqualified";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Span {
     pub equipment_id: String,
+    /// The version of the event that began the span.
+    pub version: u64,
     pub site: String,
     pub line: String,
     pub status: Status,
@@ -192,6 +194,46 @@ impl Totals {
     }
 }
 
+/// One stop of a machine: red from the span `version` on, until it left red.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    pub equipment_id: String,
+    /// The version that began it: the stop's id for corrections.
+    pub version: u64,
+    pub start_ms: i64,
+    /// `None` while the machine is still red.
+    pub end_ms: Option<i64>,
+    /// The reason in effect when the stop began (after corrections).
+    pub reason: Option<String>,
+}
+
+/// The stops that begin in `spans` (one machine's, ordered by version): consecutive red
+/// spans from one that begins a stop.
+pub fn stops(spans: &[Span]) -> Vec<Stop> {
+    let mut out: Vec<Stop> = Vec::new();
+    let mut open = false;
+    for span in spans {
+        let red = span.status == Status::Red && span.in_service;
+        if red && span.starts_stop {
+            out.push(Stop {
+                equipment_id: span.equipment_id.clone(),
+                version: span.version,
+                start_ms: span.start_ms,
+                end_ms: span.end_ms,
+                reason: span.reason.clone(),
+            });
+            open = true;
+        } else if red && open {
+            if let Some(stop) = out.last_mut() {
+                stop.end_ms = span.end_ms;
+            }
+        } else {
+            open = false;
+        }
+    }
+    out
+}
+
 /// Totals per machine and per (site, line) over `spans` (a span counts for the line it was
 /// on at the time).
 #[derive(Debug, Default, PartialEq)]
@@ -234,6 +276,7 @@ mod tests {
     fn span(status: Status, start: i64, end: Option<i64>, stop: bool) -> Span {
         Span {
             equipment_id: "m".into(),
+            version: start as u64,
             site: "s".into(),
             line: "l".into(),
             status,
@@ -310,6 +353,25 @@ mod tests {
                 red_ms: 400,
                 stops: 1
             }
+        );
+    }
+
+    #[test]
+    fn stops_run_from_the_red_span_that_begins_them_to_the_last_red_one() {
+        let spans = vec![
+            span(Status::Green, 0, Some(10), false),
+            span(Status::Red, 10, Some(20), true),
+            span(Status::Red, 20, Some(30), false),
+            span(Status::Yellow, 30, Some(40), false),
+            span(Status::Red, 40, None, true),
+        ];
+        let stops = stops(&spans);
+        assert_eq!(
+            stops
+                .iter()
+                .map(|s| (s.version, s.start_ms, s.end_ms))
+                .collect::<Vec<_>>(),
+            [(10, 10, Some(30)), (40, 40, None)]
         );
     }
 

@@ -114,6 +114,33 @@ pub struct SpanFilter {
     pub line: Option<String>,
 }
 
+/// The span that begins at `version` of a machine, and whether a span that is not red
+/// follows it (the stop it begins, if any, has ended).
+pub async fn span_at(
+    db: &DatabaseConnection,
+    equipment_id: &str,
+    version: u64,
+) -> Result<Option<(Span, bool)>, DbErr> {
+    use state_interval::Column as C;
+    let Some(span) = state_interval::Entity::find()
+        .filter(C::EquipmentId.eq(equipment_id))
+        .filter(C::Version.eq(version as i64))
+        .one(db)
+        .await?
+        .and_then(span_of)
+    else {
+        return Ok(None);
+    };
+    let ended = state_interval::Entity::find()
+        .filter(C::EquipmentId.eq(equipment_id))
+        .filter(C::Version.gt(version as i64))
+        .filter(C::Status.ne("red"))
+        .one(db)
+        .await?
+        .is_some();
+    Ok(Some((span, ended)))
+}
+
 /// The state spans that overlap `window`, oldest first per machine.
 pub async fn spans(
     db: &DatabaseConnection,
@@ -150,6 +177,7 @@ fn span_of(row: state_interval::Model) -> Option<Span> {
     Some(Span {
         status: eq_actors::Status::parse(&row.status).ok()?,
         equipment_id: row.equipment_id,
+        version: row.version as u64,
         site: row.site,
         line: row.line,
         reason: row.reason,
