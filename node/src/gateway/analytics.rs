@@ -232,17 +232,11 @@ impl AnalyticsApi {
         /// End of the window, exclusive (default: now).
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<TimeInStateAnswer, ApiError> {
-        let id = parse_id(id.0.into_inner())?;
-        let (from, to) = window(from.0, to.0)?;
-        state.current(&id).await?;
-        let filter = SpanFilter {
-            equipment_id: Some(id.to_string()),
-            ..SpanFilter::default()
-        };
+        let (id, from, to, filter) = one_machine(&state, id.0, from.0, to.0).await?;
         let fleet = compute(&state, &filter, from, to, None).await?;
         let totals = fleet.all;
         Ok(TimeInStateAnswer::Ok(Json(TimeInState {
-            equipment_id: id.to_string(),
+            equipment_id: id,
             from,
             to,
             figures: (&totals).into(),
@@ -266,13 +260,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<StopsAnswer, ApiError> {
-        let id = parse_id(id.0.into_inner())?;
-        let (from, to) = window(from.0, to.0)?;
-        state.current(&id).await?;
-        let filter = SpanFilter {
-            equipment_id: Some(id.to_string()),
-            ..SpanFilter::default()
-        };
+        let (id, from, to, filter) = one_machine(&state, id.0, from.0, to.0).await?;
         // Up to now: a stop that began in the window may end after it.
         let now = Utc::now().max(to);
         let spans = queries::spans(
@@ -300,7 +288,7 @@ impl AnalyticsApi {
             })
             .collect();
         Ok(StopsAnswer::Ok(Json(StopList {
-            equipment_id: id.to_string(),
+            equipment_id: id,
             from,
             to,
             stops,
@@ -464,6 +452,23 @@ impl AnalyticsApi {
             reasons: downtime(&fleet.all, &state.calendar),
         })))
     }
+}
+
+/// A known machine (404 otherwise), its window and its spans' filter.
+async fn one_machine(
+    state: &AppState,
+    id: Token,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(String, DateTime<Utc>, DateTime<Utc>, SpanFilter), ApiError> {
+    let id = parse_id(id.into_inner())?;
+    let (from, to) = window(from, to)?;
+    state.current(&id).await?;
+    let filter = SpanFilter {
+        equipment_id: Some(id.to_string()),
+        ..SpanFilter::default()
+    };
+    Ok((id.to_string(), from, to, filter))
 }
 
 fn site_filter(site: Option<Token>, line: Option<Token>) -> SpanFilter {
