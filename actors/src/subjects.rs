@@ -126,6 +126,11 @@ impl Subjects {
         format!("{}.live.{}.{}.{}", self.prefix, site, line, id)
     }
 
+    /// `eq.alerts.<id>`: watchdog alerts (a machine red too long, a device silent).
+    pub fn alerts(&self, id: &EquipmentId) -> String {
+        format!("{}.alerts.{}", self.prefix, id)
+    }
+
     /// `eq.rejects.<id>`: refused device messages.
     pub fn rejects(&self, id: &str) -> String {
         format!("{}.rejects.{}", self.prefix, id)

@@ -24,6 +24,12 @@ pub struct Model {
     pub decommissioned: bool,
     pub registered_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Last change that came from the machine's device.
+    pub device_seen_at_ms: Option<i64>,
+    /// `status_since` of the red period already alerted as too long.
+    pub red_alerted_since_ms: Option<i64>,
+    /// `device_seen_at` of the silence already alerted.
+    pub silence_alerted_seen_ms: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

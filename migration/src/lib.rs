@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261130_000001_history;
 mod m20261130_000002_state_interval;
 mod m20261130_000003_reason_correction;
+mod m20261130_000004_watchdog_marks;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_history::Migration),
             Box::new(m20261130_000002_state_interval::Migration),
             Box::new(m20261130_000003_reason_correction::Migration),
+            Box::new(m20261130_000004_watchdog_marks::Migration),
         ]
     }
 }

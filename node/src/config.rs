@@ -103,6 +103,19 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_CALENDAR_FILE")]
     pub calendar_file: Option<PathBuf>,
 
+    /// Alert (event `alert_raised`, NATS `eq.alerts.<id>`) when a machine stays red longer
+    /// than this many seconds; 0: off.
+    #[arg(long, env = "EQ_ALERT_RED_AFTER_SECS", default_value_t = 0)]
+    pub alert_red_after_secs: u64,
+
+    /// Alert when a machine's device has not reported for this many seconds; 0: off.
+    #[arg(long, env = "EQ_ALERT_DEVICE_SILENT_AFTER_SECS", default_value_t = 0)]
+    pub alert_device_silent_after_secs: u64,
+
+    /// Seconds between watchdog checks (run by nodes with the history role).
+    #[arg(long, env = "EQ_WATCHDOG_INTERVAL_SECS", default_value_t = 10)]
+    pub watchdog_interval_secs: u64,
+
     /// Seconds between keep-alive comments on live (SSE) streams.
     #[arg(long, env = "EQ_SSE_HEARTBEAT_SECS", default_value_t = 15)]
     pub sse_heartbeat_secs: u64,

@@ -12,6 +12,7 @@ pub mod history;
 pub mod ingest;
 pub mod live;
 pub mod telemetry;
+pub mod watchdog;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -146,6 +147,20 @@ where
             js.clone(),
             subjects.clone(),
             db,
+            workers.clone(),
+        ));
+    }
+    if config.history
+        && let Some(db) = db.clone()
+    {
+        tasks.spawn(watchdog::run(
+            db,
+            router.clone(),
+            watchdog::Limits {
+                red_after: Duration::from_secs(config.alert_red_after_secs),
+                device_silent_after: Duration::from_secs(config.alert_device_silent_after_secs),
+                interval: Duration::from_secs(config.watchdog_interval_secs.max(1)),
+            },
             workers.clone(),
         ));
     }

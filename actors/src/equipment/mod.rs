@@ -9,6 +9,7 @@ mod tests;
 
 pub use actor::{CommandError, EquipmentActor, EquipmentMsg, Outcome, outcome_label};
 pub use state::{
-    Action, Command, Decision, Equipment, EquipmentState, Event, EventKind, MetadataPatch,
-    ReasonCorrection, Registration, Rejection, Rules, StatusChange, apply, decide,
+    Action, Alert, AlertKind, AlertMarks, Command, Decision, Equipment, EquipmentState, Event,
+    EventKind, MetadataPatch, ReasonCorrection, Registration, Rejection, Rules, StatusChange,
+    apply, decide,
 };

@@ -39,6 +39,9 @@ pub struct Equipment {
     /// The client's `occurred_at` was implausibly far from the server clock.
     #[serde(default)]
     pub clock_suspect: bool,
+    /// Server time of the last change that came from a device (for the silence watchdog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_seen_at: Option<DateTime<Utc>>,
     pub version: Version,
     #[serde(default)]
     pub decommissioned: bool,
@@ -66,6 +69,45 @@ pub struct EquipmentState {
     /// Highest `EQ_INGEST` sequence applied to this machine (0: none). Durable device
     /// messages arrive in stream order, so anything at or below it was applied already.
     pub ingest_high: u64,
+    /// Which occurrences were already alerted (so each is alerted once).
+    pub alerted: AlertMarks,
+}
+
+/// The occurrences a machine's watchdog alerts were raised for, carried in every event so
+/// that a restart or a hand-off never alerts the same occurrence twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertMarks {
+    /// `status_since` of the red period last alerted as too long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub red_since: Option<DateTime<Utc>>,
+    /// `device_seen_at` of the silence last alerted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_seen_at: Option<DateTime<Utc>>,
+}
+
+impl AlertMarks {
+    fn is_empty(&self) -> bool {
+        *self == AlertMarks::default()
+    }
+}
+
+/// A watchdog's finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum AlertKind {
+    /// Red for longer than `after_secs`.
+    RedTooLong { after_secs: u64 },
+    /// No change from the machine's device for `after_secs`.
+    DeviceSilent { after_secs: u64 },
+}
+
+/// An alert, as recorded in its event and published on `eq.alerts.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    #[serde(flatten)]
+    pub kind: AlertKind,
+    /// When the condition began (the red period's start, or the device's last change).
+    pub since: DateTime<Utc>,
 }
 
 /// Kinds of events.
@@ -78,6 +120,8 @@ pub enum EventKind {
     Decommissioned,
     /// The reason of a past stop was assigned or corrected (the state's status is as it was).
     ReasonCorrected,
+    /// A watchdog found the machine red too long, or its device silent.
+    AlertRaised,
 }
 
 impl EventKind {
@@ -88,6 +132,7 @@ impl EventKind {
             EventKind::StatusChanged => "status_changed",
             EventKind::Decommissioned => "decommissioned",
             EventKind::ReasonCorrected => "reason_corrected",
+            EventKind::AlertRaised => "alert_raised",
         }
     }
 }
@@ -114,6 +159,12 @@ pub struct Event {
     /// Carried forward like `recent_commands`: see [`EquipmentState::ingest_high`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ingest_high: u64,
+    /// For `alert_raised`: the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
+    /// Carried forward: see [`EquipmentState::alerted`].
+    #[serde(default, skip_serializing_if = "AlertMarks::is_empty")]
+    pub alerted: AlertMarks,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -179,6 +230,7 @@ pub enum Action {
     Decommission,
     SetStatus(StatusChange),
     CorrectReason(ReasonCorrection),
+    RaiseAlert(AlertKind),
 }
 
 /// A command to one equipment, already validated at the edge.
@@ -247,6 +299,8 @@ pub enum Rejection {
     IdempotencyKeyReused,
     #[error("no past stop begins at version {0}")]
     NoSuchStop(Version),
+    #[error("no alert is due (the condition does not hold, or it was alerted already)")]
+    AlertNotDue,
 }
 
 impl Rejection {
@@ -261,6 +315,7 @@ impl Rejection {
             Rejection::EmptyUpdate => "empty_update",
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
             Rejection::NoSuchStop(_) => "no_such_stop",
+            Rejection::AlertNotDue => "alert_not_due",
         }
     }
 }
@@ -315,6 +370,7 @@ pub fn decide(
         }
     }
 
+    let mut alert = None;
     let (kind, previous_status, next) = match (&command.action, current) {
         (Action::Register(reg), None) => {
             let equipment = Equipment {
@@ -332,6 +388,7 @@ pub fn decide(
                 status_since: now,
                 occurred_at: None,
                 clock_suspect: false,
+                device_seen_at: None,
                 version: Version(1),
                 decommissioned: false,
                 registered_at: now,
@@ -380,6 +437,24 @@ pub fn decide(
                 touch(e.clone(), command, now),
             )
         }
+        (Action::RaiseAlert(kind), Some(e)) => {
+            let due_since = match *kind {
+                AlertKind::RedTooLong { after_secs } => (e.status == Status::Red
+                    && state.alerted.red_since != Some(e.status_since)
+                    && now - e.status_since >= Duration::seconds(after_secs as i64))
+                .then_some(e.status_since),
+                AlertKind::DeviceSilent { after_secs } => e.device_seen_at.filter(|seen| {
+                    state.alerted.device_seen_at != Some(*seen)
+                        && now - *seen >= Duration::seconds(after_secs as i64)
+                }),
+            };
+            let Some(since) = due_since else {
+                return Err(Rejection::AlertNotDue);
+            };
+            alert = Some(Alert { kind: *kind, since });
+            // The machine's state is as it was: only the version moves.
+            (EventKind::AlertRaised, None, e.clone())
+        }
         (Action::SetStatus(change), Some(e)) => {
             if change.status == Status::Red
                 && change.reason.is_none()
@@ -401,6 +476,9 @@ pub fn decide(
             next.clock_suspect = change.occurred_at.is_some_and(|t| {
                 t > now + rules.max_clock_ahead || t < now - rules.max_clock_behind
             });
+            if command.source == Source::Device {
+                next.device_seen_at = Some(now);
+            }
             (
                 EventKind::StatusChanged,
                 Some(e.status),
@@ -424,6 +502,13 @@ pub fn decide(
             recent.remove(0);
         }
     }
+    let mut alerted = state.alerted.clone();
+    if let Some(a) = &alert {
+        match a.kind {
+            AlertKind::RedTooLong { .. } => alerted.red_since = Some(a.since),
+            AlertKind::DeviceSilent { .. } => alerted.device_seen_at = Some(a.since),
+        }
+    }
     Ok(Decision::Append(Box::new(Event {
         kind,
         equipment_id: next.id.clone(),
@@ -438,6 +523,8 @@ pub fn decide(
         state: next,
         recent_commands: recent,
         ingest_high: state.ingest_high.max(command.ingest_seq.unwrap_or(0)),
+        alert,
+        alerted,
     })))
 }
 
@@ -463,5 +550,6 @@ pub fn apply(state: EquipmentState, event: &Event, seq: u64) -> EquipmentState {
         equipment: Some(event.state.clone()),
         recent,
         ingest_high: event.ingest_high,
+        alerted: event.alerted.clone(),
     }
 }

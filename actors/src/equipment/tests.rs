@@ -350,3 +350,91 @@ fn events_round_trip_through_json() {
     let back: Event = serde_json::from_slice(&json).unwrap();
     assert_eq!(&back, event.as_ref());
 }
+
+#[test]
+fn a_red_machine_is_alerted_once_per_red_period() {
+    let rules = Rules::default();
+    let red_too_long = command(Action::RaiseAlert(AlertKind::RedTooLong {
+        after_secs: 600,
+    }));
+    let state = step(registered(), &set_status(Status::Red), now());
+    // Not yet due.
+    assert_eq!(
+        decide(
+            &state,
+            &red_too_long,
+            now() + Duration::seconds(599),
+            &rules
+        ),
+        Err(Rejection::AlertNotDue)
+    );
+    let later = now() + Duration::seconds(600);
+    let Ok(Decision::Append(event)) = decide(&state, &red_too_long, later, &rules) else {
+        panic!("due");
+    };
+    assert_eq!(event.kind, EventKind::AlertRaised);
+    assert_eq!(event.alert.as_ref().unwrap().since, now());
+    assert_eq!(event.state.status, Status::Red, "the state is as it was");
+    let state = apply(state, &event, 30);
+    // The same red period: never again, however late (also after a reload from the event).
+    let reloaded = apply(EquipmentState::default(), &event, 30);
+    for s in [&state, &reloaded] {
+        assert_eq!(
+            decide(s, &red_too_long, later + Duration::hours(5), &rules),
+            Err(Rejection::AlertNotDue)
+        );
+    }
+    // A new red period may be alerted again.
+    let state = step(state, &set_status(Status::Green), later);
+    let state = step(
+        state,
+        &set_status(Status::Red),
+        later + Duration::seconds(1),
+    );
+    assert!(matches!(
+        decide(
+            &state,
+            &red_too_long,
+            later + Duration::seconds(700),
+            &rules
+        ),
+        Ok(Decision::Append(_))
+    ));
+}
+
+#[test]
+fn a_silent_device_is_alerted_once_per_silence() {
+    let rules = Rules::default();
+    let silent = command(Action::RaiseAlert(AlertKind::DeviceSilent {
+        after_secs: 60,
+    }));
+    // No device ever reported: nothing to watch.
+    assert_eq!(
+        decide(&registered(), &silent, now() + Duration::hours(1), &rules),
+        Err(Rejection::AlertNotDue)
+    );
+    let from_device = Command {
+        source: Source::Device,
+        ..set_status(Status::Green)
+    };
+    let state = step(registered(), &from_device, now());
+    assert_eq!(
+        state.equipment.as_ref().unwrap().device_seen_at,
+        Some(now())
+    );
+    let at = now() + Duration::seconds(60);
+    let Ok(Decision::Append(event)) = decide(&state, &silent, at, &rules) else {
+        panic!("due");
+    };
+    let state = apply(state, &event, 40);
+    assert_eq!(
+        decide(&state, &silent, at + Duration::hours(1), &rules),
+        Err(Rejection::AlertNotDue)
+    );
+    // The device speaks again, then falls silent again: a new occurrence.
+    let state = step(state, &from_device, at + Duration::seconds(1));
+    assert!(matches!(
+        decide(&state, &silent, at + Duration::seconds(61), &rules),
+        Ok(Decision::Append(_))
+    ));
+}

@@ -136,6 +136,7 @@ impl From<CommandError> for ApiError {
             CommandError::Rejected(rejection) => match rejection {
                 Rejection::NotFound | Rejection::NoSuchStop(_) => ApiError::NotFound(problem(404)),
                 Rejection::AlreadyExists
+                | Rejection::AlertNotDue
                 | Rejection::Decommissioned
                 | Rejection::IdempotencyKeyReused => ApiError::Conflict(problem(409)),
                 Rejection::VersionMismatch { .. } => ApiError::PreconditionFailed(problem(412)),

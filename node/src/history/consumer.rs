@@ -239,6 +239,9 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
                     C::Decommissioned,
                     C::RegisteredAtMs,
                     C::UpdatedAtMs,
+                    C::DeviceSeenAtMs,
+                    C::RedAlertedSinceMs,
+                    C::SilenceAlertedSeenMs,
                 ])
                 // Never move the current state back to an older version (redeliveries).
                 .action_and_where(Expr::cust("equipment.version < excluded.version"))
@@ -430,5 +433,8 @@ fn state_row(e: &Event) -> equipment::ActiveModel {
         decommissioned: Set(s.decommissioned),
         registered_at_ms: Set(s.registered_at.timestamp_millis()),
         updated_at_ms: Set(s.updated_at.timestamp_millis()),
+        device_seen_at_ms: Set(s.device_seen_at.map(|t| t.timestamp_millis())),
+        red_alerted_since_ms: Set(e.alerted.red_since.map(|t| t.timestamp_millis())),
+        silence_alerted_seen_ms: Set(e.alerted.device_seen_at.map(|t| t.timestamp_millis())),
     }
 }

@@ -1,10 +1,12 @@
 //! Live subjects: every event, once JetStream acknowledged it, is published on
-//! `eq.live.<site>.<line>.<id>` for dashboards. The actor only enqueues (it never waits on
+//! `eq.live.<site>.<line>.<id>` for dashboards, and watchdog alerts also on
+//! `eq.alerts.<id>`. The actor only enqueues (it never waits on
 //! dashboards); one task publishes.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use eq_actors::equipment::EventKind;
 use eq_actors::shard::EventListener;
 use eq_actors::subjects::Subjects;
 use tokio::sync::mpsc;
@@ -41,6 +43,10 @@ impl LivePublisher {
         Arc::new(move |event, payload| {
             let subject = subjects.live(&event.state.site, &event.state.line, &event.equipment_id);
             let _ = tx.send((subject, payload.clone()));
+            // Alerts also go to their own subject, for whoever pages people.
+            if event.kind == EventKind::AlertRaised {
+                let _ = tx.send((subjects.alerts(&event.equipment_id), payload.clone()));
+            }
         })
     }
 
