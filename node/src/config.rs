@@ -103,6 +103,12 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_CALENDAR_FILE")]
     pub calendar_file: Option<PathBuf>,
 
+    /// Delete raw history events (`equipment_event` rows) older than this many seconds;
+    /// 0: keep them forever. Reports read the state spans, which stay; the event log in
+    /// JetStream keeps everything (a rebuild restores the rows).
+    #[arg(long, env = "EQ_RAW_EVENT_RETENTION_SECS", default_value_t = 0)]
+    pub raw_event_retention_secs: u64,
+
     /// Alert (event `alert_raised`, NATS `eq.alerts.<id>`) when a machine stays red longer
     /// than this many seconds; 0: off.
     #[arg(long, env = "EQ_ALERT_RED_AFTER_SECS", default_value_t = 0)]

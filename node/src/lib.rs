@@ -53,14 +53,7 @@ where
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
 
-    let client = nats_auth(&config)?
-        .name(format!("equipment-live {node_id}"))
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_secs(5)))
-        .connect(nats_servers(&config.nats_url)?)
-        .await
-        .context("connecting to NATS")?;
+    let client = connect_nats(&config, &format!("equipment-live {node_id}")).await?;
     let js = jetstream::new(client.clone());
     let store = retry_until_up("event stream", &shutdown, || {
         EventStore::open_with(
@@ -161,6 +154,17 @@ where
                 device_silent_after: Duration::from_secs(config.alert_device_silent_after_secs),
                 interval: Duration::from_secs(config.watchdog_interval_secs.max(1)),
             },
+            workers.clone(),
+        ));
+    }
+    if config.history
+        && let Some(db) = db.clone()
+    {
+        let keep = Duration::from_secs(config.raw_event_retention_secs);
+        tasks.spawn(history::maintenance::retention_loop(
+            db,
+            keep,
+            (keep / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600)),
             workers.clone(),
         ));
     }
@@ -276,6 +280,19 @@ where
     }
     info!("node stopped");
     Ok(())
+}
+
+/// Connects to NATS with the node's servers and credentials (waits for a server that is not
+/// up yet).
+pub async fn connect_nats(config: &NodeConfig, name: &str) -> anyhow::Result<async_nats::Client> {
+    nats_auth(config)?
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(nats_servers(&config.nats_url)?)
+        .await
+        .context("connecting to NATS")
 }
 
 /// Connect options with the node's NATS credentials, if any.

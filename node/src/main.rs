@@ -49,6 +49,12 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "nkey")]
         kind: credentials::CredentialKind,
     },
+    /// Rebuild the history database (`--database-url`, which must be empty) from the event
+    /// log in JetStream.
+    RebuildHistory,
+    /// Check the history database: report every machine whose stored versions are not
+    /// contiguous (exit code 1 if any).
+    AuditHistory,
     /// Write the OpenAPI spec (to stdout, or to a file).
     Openapi {
         #[arg(long)]
@@ -93,6 +99,35 @@ async fn main() -> anyhow::Result<()> {
             let credential = credentials::issue(&subjects, &id, kind)?;
             print!("{}", credentials::render(&subjects, &id, &credential));
             Ok(())
+        }
+        Cmd::RebuildHistory => {
+            let config = cli.node;
+            let subjects = eq_actors::subjects::Subjects::new(&config.prefix);
+            let client = eq_node::connect_nats(&config, "equipment-live rebuild").await?;
+            let db = eq_node::history::connect(&config.database_url()).await?;
+            let js = async_nats::jetstream::new(client);
+            let rebuilt = eq_node::history::maintenance::rebuild(&js, &subjects, &db).await?;
+            println!(
+                "rebuilt the history: {} events, up to stream sequence {}",
+                rebuilt.events, rebuilt.last_seq
+            );
+            Ok(())
+        }
+        Cmd::AuditHistory => {
+            let db = eq_node::history::connect(&cli.node.database_url()).await?;
+            let gaps = eq_node::history::maintenance::gaps(&db).await?;
+            for gap in &gaps {
+                println!(
+                    "gap: {} holds {} events for versions {}..={}",
+                    gap.equipment_id, gap.stored, gap.first_version, gap.last_version
+                );
+            }
+            if gaps.is_empty() {
+                println!("no gaps: every machine's stored versions are contiguous");
+                Ok(())
+            } else {
+                std::process::exit(1);
+            }
         }
         Cmd::Openapi { out } => {
             let spec = eq_node::gateway::spec_json();

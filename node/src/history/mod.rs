@@ -5,6 +5,7 @@
 pub mod analytics;
 pub mod calendar;
 pub mod consumer;
+pub mod maintenance;
 pub mod queries;
 
 #[cfg(test)]
