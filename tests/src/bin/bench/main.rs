@@ -7,6 +7,8 @@
 //! - live fan-out: lag from a change's acknowledgement to its delivery on 1,000 SSE
 //!   subscribers;
 //! - history lag (largest backlog during the load, drain time after it);
+//! - history: consumer throughput beside a raw batch insert, lag at 10,000 changes/s, and a
+//!   30-day fleet report over 1,000 machines;
 //! - memory per active actor with 100,000 machines active at once.
 //!
 //! `./scripts/bench --help` (builds the release node binary and this benchmark first)
@@ -16,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod history;
 mod live;
 
 use anyhow::Context;
@@ -36,6 +39,7 @@ struct Args {
     postgres: bool,
     cluster: bool,
     sse_subscribers: usize,
+    history: bool,
 }
 
 fn parse_args() -> Args {
@@ -48,6 +52,7 @@ fn parse_args() -> Args {
         postgres: false,
         cluster: true,
         sse_subscribers: 1000,
+        history: true,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -74,6 +79,10 @@ fn parse_args() -> Args {
                 args.cluster = false;
                 i -= 1;
             }
+            "--no-history" => {
+                args.history = false;
+                i -= 1;
+            }
             "--sse-subscribers" => {
                 args.sse_subscribers = value.parse().expect("--sse-subscribers N (0: skip)")
             }
@@ -81,7 +90,7 @@ fn parse_args() -> Args {
                 println!(
                     "bench [--equipment 10000] [--concurrency 256] [--seconds 10] \
                      [--memory-actors 100000] [--only-default|--only-always] [--postgres] \
-                     [--no-cluster] [--sse-subscribers 1000]"
+                     [--no-cluster] [--no-history] [--sse-subscribers 1000]"
                 );
                 std::process::exit(0);
             }
@@ -502,6 +511,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let history = if args.history {
+        Some(history::run(&args).await?)
+    } else {
+        None
+    };
     let cluster = if args.cluster {
         Some(cluster::run(&args).await?)
     } else {
@@ -618,6 +632,45 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "| deliveries: expected / missing ({} changes × {} subscribers) | {} / {} |",
             f.changes, f.subscribers, f.expected, f.missing
+        );
+    }
+    if let Some(h) = history {
+        println!();
+        println!(
+            "| history ({}) | figure |",
+            if args.postgres {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            }
+        );
+        println!("|---|---:|");
+        println!(
+            "| consumer catching up on {} events (events, current state, state spans) | {:.0} rows/s |",
+            h.events, h.consumer_rows_per_s
+        );
+        println!(
+            "| raw batch insert of the same number of event rows, 500 per transaction (baseline) | {:.0} rows/s |",
+            h.raw_rows_per_s
+        );
+        println!(
+            "| consumer / raw insert | {:.2}× |",
+            h.consumer_rows_per_s / h.raw_rows_per_s
+        );
+        println!(
+            "| sustained device changes (target {}/s): achieved | {:.0}/s |",
+            h.target_rate, h.achieved_rate
+        );
+        println!(
+            "| largest history backlog meanwhile (sampled every 250 ms) | {:.0} events |",
+            h.max_lag_events
+        );
+        println!(
+            "| 30-day availability report, {} machines, {} spans: p50 / max of 5 | {:.2} / {:.2} s |",
+            h.report_machines,
+            h.report_spans,
+            cluster::pct(&h.report_seconds, 0.5),
+            h.report_seconds.last().copied().unwrap_or(0.0)
         );
     }
     if let Some(c) = cluster {
