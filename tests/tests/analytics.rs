@@ -196,6 +196,21 @@ async fn factory_day(kind: DbKind) {
         .collect();
     assert_eq!(seconds.len(), 3);
     assert!(seconds.windows(2).all(|w| w[0] >= w[1]), "{seconds:?}");
+    let categories: BTreeMap<String, f64> = answer.body["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["category"].as_str().unwrap().to_string(),
+                num(&c["seconds"]),
+            )
+        })
+        .collect();
+    assert!(
+        close(categories["mechanical"], jam),
+        "jam rolls up into mechanical"
+    );
 
     // Stops, and correcting the reason of the unqualified one (an event, not an overwrite).
     let answer = client

@@ -138,6 +138,19 @@ pub struct DowntimeReport {
     pub to: DateTime<Utc>,
     /// Largest first.
     pub reasons: Vec<ReasonDowntime>,
+    /// The same rolled up to the catalogue's top-level groups (a reason without a parent
+    /// is its own group), largest first.
+    pub categories: Vec<CategoryDowntime>,
+}
+
+/// Downtime of a top-level group of reasons.
+#[derive(Debug, Clone, Object)]
+pub struct CategoryDowntime {
+    pub category: String,
+    pub name: Option<String>,
+    pub seconds: f64,
+    pub stops: u64,
+    pub share: f64,
 }
 
 /// One stop of a machine: red from `start` until it left red.
@@ -233,7 +246,7 @@ impl AnalyticsApi {
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<TimeInStateAnswer, ApiError> {
         let (id, from, to, filter) = one_machine(&state, id.0, from.0, to.0).await?;
-        let fleet = compute(&state, &filter, from, to, None).await?;
+        let fleet = compute(&state, &filter, from, to).await?;
         let totals = fleet.all;
         Ok(TimeInStateAnswer::Ok(Json(TimeInState {
             equipment_id: id,
@@ -388,16 +401,18 @@ impl AnalyticsApi {
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<AvailabilityAnswer, ApiError> {
         let (from, to) = window(from.0, to.0)?;
-        let filter = site_filter(site.0, line.0);
-        let fleet = compute(&state, &filter, from, to, None).await?;
-        let mut shifts = Vec::new();
-        for shift in state.calendar.shift_names() {
-            let per_shift = compute(&state, &filter, from, to, Some(&shift)).await?;
-            shifts.push(ShiftFigures {
+        let window = window_of(from, to);
+        let spans = load(&state, &site_filter(site.0, line.0), window).await?;
+        let fleet = aggregate(&state, &spans, window, None);
+        let shifts = state
+            .calendar
+            .shift_names()
+            .into_iter()
+            .map(|shift| ShiftFigures {
+                figures: (&aggregate(&state, &spans, window, Some(&shift)).all).into(),
                 shift,
-                figures: (&per_shift.all).into(),
-            });
-        }
+            })
+            .collect();
         Ok(AvailabilityAnswer::Ok(Json(AvailabilityReport {
             from,
             to,
@@ -445,11 +460,12 @@ impl AnalyticsApi {
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<DowntimeAnswer, ApiError> {
         let (from, to) = window(from.0, to.0)?;
-        let fleet = compute(&state, &site_filter(site.0, line.0), from, to, None).await?;
+        let fleet = compute(&state, &site_filter(site.0, line.0), from, to).await?;
         Ok(DowntimeAnswer::Ok(Json(DowntimeReport {
             from,
             to,
             reasons: downtime(&fleet.all, &state.calendar),
+            categories: categories(&fleet.all, &state.calendar),
         })))
     }
 }
@@ -501,22 +517,31 @@ fn window(
     Ok((from, to))
 }
 
-/// Reads the spans that overlap the window and aggregates them (only shift `shift`, if
-/// given).
-async fn compute(
+/// The spans that overlap `[from, to)`.
+async fn load(
     state: &AppState,
     filter: &SpanFilter,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    shift: Option<&str>,
-) -> Result<FleetTotals, ApiError> {
-    let window = Window {
+    window: Window,
+) -> Result<Vec<analytics::Span>, ApiError> {
+    queries::spans(state.db()?, filter, window)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("history database: {e}")))
+}
+
+fn window_of(from: DateTime<Utc>, to: DateTime<Utc>) -> Window {
+    Window {
         from_ms: from.timestamp_millis(),
         to_ms: to.timestamp_millis(),
-    };
-    let spans = queries::spans(state.db()?, filter, window)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?;
+    }
+}
+
+/// Aggregates spans over the window (only shift `shift`, if given).
+fn aggregate(
+    state: &AppState,
+    spans: &[analytics::Span],
+    window: Window,
+    shift: Option<&str>,
+) -> FleetTotals {
     let planned_reasons = state.calendar.planned_reasons();
     let scope = Scope {
         window,
@@ -524,9 +549,19 @@ async fn compute(
         planned_reasons: &planned_reasons,
     };
     let calendar = &state.calendar;
-    Ok(analytics::fleet(&spans, scope, |site| {
-        calendar.planned(site, window, shift)
-    }))
+    analytics::fleet(spans, scope, |site| calendar.planned(site, window, shift))
+}
+
+/// Reads the spans that overlap the window and aggregates them.
+async fn compute(
+    state: &AppState,
+    filter: &SpanFilter,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<FleetTotals, ApiError> {
+    let window = window_of(from, to);
+    let spans = load(state, filter, window).await?;
+    Ok(aggregate(state, &spans, window, None))
 }
 
 /// The Pareto of red time, with the catalogue's names.
@@ -548,4 +583,34 @@ fn downtime(totals: &Totals, calendar: &Calendar) -> Vec<ReasonDowntime> {
             }
         })
         .collect()
+}
+
+/// Red time rolled up to the top of the catalogue's tree.
+fn categories(totals: &Totals, calendar: &Calendar) -> Vec<CategoryDowntime> {
+    let red = (totals.red_ms + totals.planned_stop_ms).max(1) as f64;
+    let mut groups: std::collections::BTreeMap<String, (i64, u64)> = Default::default();
+    for (reason, t) in &totals.by_reason {
+        let group = groups.entry(calendar.root_of(reason)).or_default();
+        group.0 += t.red_ms;
+        group.1 += t.stops;
+    }
+    let mut out: Vec<CategoryDowntime> = groups
+        .into_iter()
+        .map(|(category, (ms, stops))| CategoryDowntime {
+            name: calendar
+                .reason(&category)
+                .map(|r| r.name.clone())
+                .filter(|n| !n.is_empty()),
+            seconds: ms as f64 / 1000.0,
+            stops,
+            share: ms as f64 / red,
+            category,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.seconds
+            .total_cmp(&a.seconds)
+            .then_with(|| a.category.cmp(&b.category))
+    });
+    out
 }

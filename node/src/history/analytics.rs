@@ -253,17 +253,29 @@ pub fn fleet(spans: &[Span], scope: Scope, planned: impl Fn(&str) -> Planned) ->
             .or_insert_with(|| planned(&span.site));
         let mut t = Totals::default();
         t.add_span(span, scope, calendar);
-        let machine = out
-            .machines
-            .entry(span.equipment_id.clone())
-            .or_insert_with(|| (span.site.clone(), span.line.clone(), Totals::default()));
-        // A machine is listed under its latest location.
-        (machine.0, machine.1) = (span.site.clone(), span.line.clone());
-        machine.2.merge(&t);
-        out.lines
-            .entry((span.site.clone(), span.line.clone()))
-            .or_default()
-            .merge(&t);
+        // Keys are cloned only when first seen: a month of a fleet is millions of spans.
+        match out.machines.get_mut(&span.equipment_id) {
+            Some(machine) => {
+                // A machine is listed under its latest location.
+                if machine.0 != span.site || machine.1 != span.line {
+                    (machine.0, machine.1) = (span.site.clone(), span.line.clone());
+                }
+                machine.2.merge(&t);
+            }
+            None => {
+                out.machines.insert(
+                    span.equipment_id.clone(),
+                    (span.site.clone(), span.line.clone(), t.clone()),
+                );
+            }
+        }
+        let line_key = (span.site.clone(), span.line.clone());
+        match out.lines.get_mut(&line_key) {
+            Some(line) => line.merge(&t),
+            None => {
+                out.lines.insert(line_key, t.clone());
+            }
+        }
         out.all.merge(&t);
     }
     out

@@ -122,6 +122,19 @@ impl Calendar {
         self.reasons.iter().find(|r| r.code == code)
     }
 
+    /// The top of a reason's tree (itself if it has no parent or is not in the catalogue).
+    pub fn root_of(&self, code: &str) -> String {
+        let mut current = code;
+        // Bounded: a cycle in a hand-written file must not hang a report.
+        for _ in 0..self.reasons.len() {
+            match self.reason(current).and_then(|r| r.parent.as_deref()) {
+                Some(parent) => current = parent,
+                None => break,
+            }
+        }
+        current.to_string()
+    }
+
     /// The planned time of `site` within `window` (only shift `only`, if given).
     pub fn planned(&self, site: &str, window: Window, only: Option<&str>) -> Planned {
         match self.sites.get(site) {
@@ -313,5 +326,7 @@ mod tests {
         .unwrap();
         good.check().unwrap();
         assert_eq!(good.planned_reasons(), BTreeSet::from(["pm".to_string()]));
+        assert_eq!(good.root_of("jam"), "mech");
+        assert_eq!(good.root_of("unqualified"), "unqualified");
     }
 }

@@ -141,7 +141,8 @@ pub async fn span_at(
     Ok(Some((span, ended)))
 }
 
-/// The state spans that overlap `window`, oldest first per machine.
+/// The state spans that overlap `window`, oldest first per machine. Only the columns the
+/// reports need are read, as tuples (a month of a fleet is millions of rows).
 pub async fn spans(
     db: &DatabaseConnection,
     filter: &SpanFilter,
@@ -150,6 +151,19 @@ pub async fn spans(
     use sea_orm::Condition;
     use state_interval::Column as C;
     let mut query = state_interval::Entity::find()
+        .select_only()
+        .columns([
+            C::EquipmentId,
+            C::Version,
+            C::Site,
+            C::Line,
+            C::Status,
+            C::Reason,
+            C::InService,
+            C::StartsStop,
+            C::StartMs,
+            C::EndMs,
+        ])
         .filter(C::StartMs.lt(window.to_ms))
         .filter(
             Condition::any()
@@ -165,12 +179,54 @@ pub async fn spans(
     if let Some(line) = &filter.line {
         query = query.filter(C::Line.eq(line.as_str()));
     }
-    let rows = query
+    type Row = (
+        String,
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        bool,
+        bool,
+        i64,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = query
         .order_by_asc(C::EquipmentId)
         .order_by_asc(C::Version)
+        .into_tuple()
         .all(db)
         .await?;
-    Ok(rows.into_iter().filter_map(span_of).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(
+                equipment_id,
+                version,
+                site,
+                line,
+                status,
+                reason,
+                in_service,
+                starts_stop,
+                start_ms,
+                end_ms,
+            )| {
+                Some(Span {
+                    status: eq_actors::Status::parse(&status).ok()?,
+                    equipment_id,
+                    version: version as u64,
+                    site,
+                    line,
+                    reason,
+                    in_service,
+                    starts_stop,
+                    start_ms,
+                    end_ms,
+                })
+            },
+        )
+        .collect())
 }
 
 fn span_of(row: state_interval::Model) -> Option<Span> {

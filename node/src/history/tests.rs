@@ -1,6 +1,7 @@
 //! Property test of the analytics: random event sequences per machine (status changes with
 //! and without reasons, re-sent statuses, line moves, reason corrections of past stops,
-//! decommissioning, several events in the same second), written by the consumer's own batch writer in random batches and in random
+//! decommissioning, several events in the same second, late device messages whose clocks
+//! are days off), written by the consumer's own batch writer in random batches and in random
 //! order (as several nodes pulling from one consumer would), must give the same figures as a
 //! brute-force count over the raw events, second by second.
 
@@ -46,8 +47,19 @@ fn random_life(rng: &mut StdRng, id: &str) -> Vec<Event> {
     let mut events = Vec::new();
     let mut second = rng.random_range(0..600);
     let step = |events: &mut Vec<Event>, state: &mut EquipmentState, action, second| {
-        if let Ok(Decision::Append(event)) =
-            decide(state, &command(&id, action), at(second), &Rules::default())
+        // Device messages carry the device's clock; only the server's orders the history.
+        let source = match &action {
+            Action::SetStatus(StatusChange {
+                occurred_at: Some(_),
+                ..
+            }) => Source::Device,
+            _ => Source::Api,
+        };
+        let command = Command {
+            source,
+            ..command(&id, action)
+        };
+        if let Ok(Decision::Append(event)) = decide(state, &command, at(second), &Rules::default())
         {
             *state = apply(std::mem::take(state), &event, event.version.0);
             events.push(*event);
@@ -85,7 +97,10 @@ fn random_life(rng: &mut StdRng, id: &str) -> Vec<Event> {
                 status: STATUSES[rng.random_range(0..3)],
                 reason: REASONS[rng.random_range(0..4)].map(|r| ReasonCode::parse(r).unwrap()),
                 note: None,
-                occurred_at: None,
+                // A late device message: its clock says hours or days ago (or 1999).
+                occurred_at: rng
+                    .random_bool(0.3)
+                    .then(|| at(second - rng.random_range(0..30 * 86_400))),
             })
         } else if roll < 95 {
             Action::UpdateMetadata(MetadataPatch {

@@ -79,6 +79,13 @@ fn parse_args() -> Args {
                 args.cluster = false;
                 i -= 1;
             }
+            "--only-history" => {
+                args.modes = vec![];
+                args.memory_actors = 0;
+                args.sse_subscribers = 0;
+                args.cluster = false;
+                i -= 1;
+            }
             "--no-history" => {
                 args.history = false;
                 i -= 1;
@@ -90,7 +97,7 @@ fn parse_args() -> Args {
                 println!(
                     "bench [--equipment 10000] [--concurrency 256] [--seconds 10] \
                      [--memory-actors 100000] [--only-default|--only-always] [--postgres] \
-                     [--no-cluster] [--no-history] [--sse-subscribers 1000]"
+                     [--no-cluster] [--no-history|--only-history] [--sse-subscribers 1000]"
                 );
                 std::process::exit(0);
             }
