@@ -175,7 +175,7 @@ async fn stream_to(
     hub: &crate::live::LiveHub,
     filter: &LiveFilter,
     start: Start,
-    mut feed: broadcast::Receiver<Arc<LiveItem>>,
+    feed: broadcast::Receiver<Arc<LiveItem>>,
 ) {
     let position = match start {
         Start::Snapshot { items, position } => {
@@ -207,26 +207,41 @@ async fn stream_to(
         }
         Start::Replay { from, position } => {
             let (replay_tx, mut replay_rx) = mpsc::channel::<Arc<LiveItem>>(CLIENT_BUFFER);
-            let forward = async {
+            // The receiver moves into `forward`: if the client goes away, it is dropped and
+            // the reader's next send fails, so neither side waits for the other.
+            let forward = async move {
                 while let Some(item) = replay_rx.recv().await {
                     if tx.send(LiveFrame::of("change", &item, true)).await.is_err() {
-                        return false;
+                        return None;
                     }
                 }
-                true
+                Some(tx)
             };
-            let read = async move {
-                if let Err(error) = hub.replay(filter, from, position, replay_tx).await {
-                    tracing::warn!(%error, "live replay failed");
-                }
-            };
-            let (delivered, ()) = tokio::join!(forward, read);
-            if !delivered || tx.send(LiveFrame::ready(position)).await.is_err() {
+            let read = hub.replay(filter, from, position, replay_tx);
+            let (forwarded, read) = tokio::join!(forward, read);
+            let Some(tx) = forwarded else { return };
+            if let Err(error) = read {
+                // Never claim to be caught up after a gap: end the stream, the client
+                // reconnects and resumes from its last id.
+                tracing::warn!(%error, "live replay failed; closing the stream");
                 return;
             }
-            position
+            if tx.send(LiveFrame::ready(position)).await.is_err() {
+                return;
+            }
+            return follow(tx, filter, position, feed).await;
         }
     };
+    follow(tx, filter, position, feed).await;
+}
+
+/// Sends every matching change after `position` until the client goes away.
+async fn follow(
+    tx: mpsc::Sender<LiveFrame>,
+    filter: &LiveFilter,
+    position: u64,
+    mut feed: broadcast::Receiver<Arc<LiveItem>>,
+) {
     loop {
         // A client that went away is noticed when its socket is next written (at the latest
         // the keep-alive), which drops the stream's receiver: stop then, even if no event

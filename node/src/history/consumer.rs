@@ -173,6 +173,7 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
     let states: Vec<equipment::ActiveModel> = latest.values().map(|e| state_row(e)).collect();
 
     let txn = db.begin().await?;
+    serialize_writers(&txn).await?;
     equipment_event::Entity::insert_many(rows)
         .on_conflict(
             OnConflict::columns([
@@ -251,6 +252,20 @@ pub async fn write_batch(db: &DatabaseConnection, events: &[Decoded]) -> Result<
         .exec_without_returning(&txn)
         .await?;
     txn.commit().await
+}
+
+/// One history batch at a time, across every node. Spans are closed and corrections applied
+/// by statements that read other rows of the same machine: two PostgreSQL transactions
+/// running side by side (READ COMMITTED) would not see each other's rows, and a span could
+/// stay open. A transaction-scoped advisory lock serializes the writers (several history
+/// nodes then give availability, not throughput; SQLite serializes writers anyway).
+async fn serialize_writers(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // An arbitrary key of our own: "EQ-HIST".
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(4545814897152340)")
+            .await?;
+    }
+    Ok(())
 }
 
 /// Closes every open span of these machines whose successor (the next version) is known:

@@ -42,12 +42,13 @@ pub async fn rebuild(
         .get_stream(subjects.events_stream())
         .await
         .context("the event stream")?;
-    let last_seq = stream.info().await?.state.last_sequence;
+    let state = stream.info().await?.state.clone();
+    let last_seq = state.last_sequence;
     let mut rebuilt = Rebuilt {
         events: 0,
         last_seq,
     };
-    if last_seq == 0 {
+    if state.messages == 0 {
         return Ok(rebuilt);
     }
     let consumer = stream
@@ -71,11 +72,13 @@ pub async fn rebuild(
                 reached_end = true;
                 break;
             }
+            let pending = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending;
             match decode(seq, &message.payload) {
                 Ok(event) => batch.push(Decoded { seq, event }),
                 Err(error) => warn!(seq, %error, "undecodable event skipped"),
             }
-            reached_end |= seq == last_seq;
+            // The last stored message may be gone (deleted): stop when nothing is pending.
+            reached_end |= seq >= last_seq || pending == 0;
         }
         write_batch(db, &batch).await?;
         rebuilt.events += batch.len() as u64;

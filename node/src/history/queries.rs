@@ -141,8 +141,8 @@ pub async fn span_at(
     Ok(Some((span, ended)))
 }
 
-/// The state spans that overlap `window`, oldest first per machine. Only the columns the
-/// reports need are read, as tuples (a month of a fleet is millions of rows).
+/// The state spans that overlap `window` (for one machine: oldest first). Only the columns
+/// the reports need are read, as tuples (a month of a fleet is millions of rows).
 pub async fn spans(
     db: &DatabaseConnection,
     filter: &SpanFilter,
@@ -191,12 +191,12 @@ pub async fn spans(
         i64,
         Option<i64>,
     );
-    let rows: Vec<Row> = query
-        .order_by_asc(C::EquipmentId)
-        .order_by_asc(C::Version)
-        .into_tuple()
-        .all(db)
-        .await?;
+    // One machine's spans in version order (stops need it); a fleet's in table order: a
+    // scan in key order would be millions of index lookups, and totals do not need it.
+    if filter.equipment_id.is_some() {
+        query = query.order_by_asc(C::EquipmentId).order_by_asc(C::Version);
+    }
+    let rows: Vec<Row> = query.into_tuple().all(db).await?;
     Ok(rows
         .into_iter()
         .filter_map(

@@ -33,6 +33,8 @@ use serde_json::value::RawValue;
 const RING: usize = 65_536;
 /// Events a slow live client may fall behind before it is cut off (it then resumes).
 const CLIENT_BACKLOG: usize = 8_192;
+/// A replay of stored events that delivers nothing for this long has delivered them all.
+const REPLAY_QUIET: Duration = Duration::from_secs(2);
 
 /// One event as live clients see it, serialized once for all of them.
 #[derive(Debug)]
@@ -92,6 +94,9 @@ struct HubState {
     latest: HashMap<String, Arc<LiveItem>>,
     recent: VecDeque<Arc<LiveItem>>,
     position: u64,
+    /// The ring holds every event after this position (while loading, it holds only the
+    /// last event of each machine, so a resume from before must be replayed).
+    complete_after: Option<u64>,
 }
 
 /// See the module documentation.
@@ -164,13 +169,16 @@ impl LiveHub {
                 items.sort_by(|a, b| a.id.cmp(&b.id));
                 Start::Snapshot { items, position }
             }
+            // A client ahead of this hub (it came from another node): nothing to resend,
+            // and nothing up to its own position either.
             Some(last) if last >= position => Start::Resume {
                 items: Vec::new(),
-                position,
+                position: last,
             },
             Some(last) => {
                 let oldest = state.recent.front().map_or(u64::MAX, |i| i.seq);
-                if oldest <= last + 1 {
+                let complete = state.complete_after.is_some_and(|from| last >= from);
+                if complete && oldest <= last + 1 {
                     let items = state
                         .recent
                         .iter()
@@ -215,10 +223,15 @@ impl LiveHub {
                 ..Default::default()
             })
             .await?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(());
+        }
         let mut messages = consumer.messages().await?;
         // The previous location of each machine, for moves between lines.
         let mut located: HashMap<String, (String, String)> = HashMap::new();
-        while let Some(message) = messages.next().await {
+        // Everything up to `to` is stored already: once the stream goes quiet, it is done
+        // (a filter that matches nothing more must not wait for the next change).
+        while let Ok(Some(message)) = tokio::time::timeout(REPLAY_QUIET, messages.next()).await {
             let message = message?;
             let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
             let seq = info.stream_sequence;
@@ -300,6 +313,11 @@ impl LiveHub {
         };
         let mut stream = self.stream.clone();
         if stream.info().await?.state.messages == 0 {
+            self.state
+                .lock()
+                .expect("hub lock")
+                .complete_after
+                .get_or_insert(0);
             self.caught_up.send_replace(true);
         }
         let consumer = stream
@@ -319,6 +337,10 @@ impl LiveHub {
             }
             if pending == 0 && !*self.caught_up.borrow() {
                 info!(position = seq, "live hub caught up");
+                let mut state = self.state.lock().expect("hub lock");
+                let position = state.position;
+                state.complete_after.get_or_insert(position);
+                drop(state);
                 self.caught_up.send_replace(true);
             }
         }

@@ -102,7 +102,12 @@ pub async fn run(args: &Args) -> anyhow::Result<HistoryFigures> {
     let spans_db = connect(&report_db.url).await?;
     let (report_machines, spans_per_machine) = (1_000, 2_000);
     let report_spans = synthetic_month(&spans_db, report_machines, spans_per_machine).await?;
-    let reporter = NodeProcess::start(NodeOptions::new(nats.url(), report_db.url.clone())).await;
+    // Its own NATS and no consumer: the report reads only the synthetic month.
+    let quiet = NatsServer::start(NatsOptions::default());
+    let reporter = NodeProcess::start(
+        NodeOptions::new(quiet.url(), report_db.url.clone()).arg("--history", false),
+    )
+    .await;
     let to = chrono::Utc::now();
     let from = to - chrono::Duration::days(30);
     let url = reporter.client().url(&format!(
