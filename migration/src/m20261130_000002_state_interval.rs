@@ -68,6 +68,15 @@ impl MigrationTrait for Migration {
             }
             manager.create_index(index.to_owned()).await?;
         }
+        // The open span of each machine (the consumer closes them on every batch): a
+        // partial index, so that finding them does not read a machine's whole past.
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE INDEX IF NOT EXISTS idx_state_interval_open \
+                 ON state_interval (equipment_id, version) WHERE end_ms IS NULL",
+            )
+            .await?;
         Ok(())
     }
 }
