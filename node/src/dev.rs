@@ -115,7 +115,7 @@ pub async fn register_demo(router: &Router) -> anyhow::Result<()> {
             expected_version: None,
             updated_by: "demo".into(),
             source: Source::System,
-            ingest_seq: None,
+            ingest: None,
         };
         match router.execute(command).await {
             Ok(_) | Err(CommandError::Rejected(Rejection::AlreadyExists)) => {}

@@ -133,7 +133,7 @@ pub fn parse_body(raw_id: Option<&str>, payload: &[u8]) -> Result<Command, Devic
         expected_version: None,
         updated_by: by,
         source: Source::Device,
-        ingest_seq: None,
+        ingest: None,
     })
 }
 

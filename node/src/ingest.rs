@@ -9,8 +9,9 @@
 //!   (a transient error), its machine's later messages are not applied either, and the
 //!   consumer is recreated: `EQ_INGEST` is a work queue, so the recreated consumer starts
 //!   again at the oldest message not yet acknowledged.
-//! - Exactly once: a redelivered message carries its stream sequence into the command, and
-//!   the machine's state remembers the highest sequence applied (`ingest_high`); a retried
+//! - Exactly once: a redelivered message carries its stream sequence (and the stream's
+//!   creation time, so that a recreated stream starts over) into the command, and the
+//!   machine's state remembers the highest sequence applied (`ingest_high`); a retried
 //!   publish with the same `command_id` is caught by the idempotency keys, and one with the
 //!   same `Nats-Msg-Id` by the stream's own dedupe window.
 //! - Hand-off: a worker that stops (its shard moves) finishes its chunk, then deletes its
@@ -25,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, stream::Stream};
 use eq_actors::ShardId;
-use eq_actors::equipment::{CommandError, outcome_label};
+use eq_actors::equipment::{CommandError, IngestMark, outcome_label};
 use eq_actors::shard::ShardHost;
 use eq_actors::subjects::{INGEST_CONSUMER_PREFIX, Subjects};
 use futures::{StreamExt, TryStreamExt};
@@ -157,9 +158,9 @@ impl IngestWorkers {
                 Ok(None)
             };
             let result = match taken {
-                Ok(Some(consumer)) => {
+                Ok(Some((consumer, epoch))) => {
                     mine = consumer.cached_info().config.durable_name.clone();
-                    self.consume(shard, consumer, &stop).await
+                    self.consume(shard, consumer, epoch, &stop).await
                 }
                 Ok(None) => {
                     // Another node's worker holds this shard's consumer (it owned the shard
@@ -206,14 +207,17 @@ impl IngestWorkers {
     }
 
     /// Replaces this shard's consumer by a fresh one that starts at the oldest message not
-    /// yet acknowledged. `None` if our previous consumer was deleted by someone else who
-    /// still holds one (they own the shard now, or think so).
+    /// yet acknowledged, with the stream's epoch (its creation time). `None` if our previous
+    /// consumer was deleted by someone else who still holds one (they own the shard now, or
+    /// think so).
     async fn take_consumer(
         &self,
         shard: ShardId,
         mine: Option<&str>,
-    ) -> anyhow::Result<Option<jetstream::consumer::Consumer<pull::Config>>> {
+    ) -> anyhow::Result<Option<(jetstream::consumer::Consumer<pull::Config>, i64)>> {
         let stream = self.js.get_stream(self.subjects.ingest_stream()).await?;
+        let created = stream.cached_info().created;
+        let epoch = i64::try_from(created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
         let prefix = format!("{INGEST_CONSUMER_PREFIX}-{shard}-");
         let existing: Vec<String> = stream
             .consumer_names()
@@ -248,7 +252,7 @@ impl IngestWorkers {
             })
             .await?;
         info!(shard = %shard, consumer = %name, "consuming durable device messages");
-        Ok(Some(consumer))
+        Ok(Some((consumer, epoch)))
     }
 
     /// Applies chunks until stopped (`Ok`) or until something must be retried (`Err`).
@@ -256,6 +260,7 @@ impl IngestWorkers {
         &self,
         shard: ShardId,
         consumer: jetstream::consumer::Consumer<pull::Config>,
+        epoch: i64,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut messages = consumer.messages().await?.ready_chunks(CHUNK);
@@ -278,7 +283,7 @@ impl IngestWorkers {
                 metrics::gauge!("eq_ingest_pending", "shard" => shard.to_string())
                     .set(info.pending as f64);
             }
-            if let Some(error) = self.apply_chunk(shard, delivered).await {
+            if let Some(error) = self.apply_chunk(shard, epoch, delivered).await {
                 return Err(anyhow::anyhow!("message kept for a retry: {error}"));
             }
             if let Some(error) = failure {
@@ -292,6 +297,7 @@ impl IngestWorkers {
     async fn apply_chunk(
         &self,
         shard: ShardId,
+        epoch: i64,
         messages: Vec<jetstream::Message>,
     ) -> Option<CommandError> {
         let mut chains: Vec<Vec<jetstream::Message>> = Vec::new();
@@ -310,7 +316,7 @@ impl IngestWorkers {
         }
         let results = futures::future::join_all(chains.into_iter().map(|chain| async move {
             for message in chain {
-                match self.apply_one(&message).await {
+                match self.apply_one(epoch, &message).await {
                     Applied::Settled => {
                         if let Err(error) = message.ack().await {
                             // Redelivered later and recognised as applied.
@@ -330,7 +336,7 @@ impl IngestWorkers {
         failed
     }
 
-    async fn apply_one(&self, message: &jetstream::Message) -> Applied {
+    async fn apply_one(&self, epoch: i64, message: &jetstream::Message) -> Applied {
         let refused = devices::Refused {
             subject: &message.subject,
             raw_id: self.subjects.id_from_ingest_subject(&message.subject),
@@ -344,7 +350,16 @@ impl IngestWorkers {
             }
         };
         match message.info() {
-            Ok(info) => command.ingest_seq = Some(info.stream_sequence),
+            Ok(info) => {
+                let stored_at = chrono::DateTime::from_timestamp_nanos(
+                    i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                );
+                command.ingest = Some(IngestMark {
+                    epoch,
+                    seq: info.stream_sequence,
+                    stored_at,
+                });
+            }
             Err(error) => {
                 return Applied::Retry(CommandError::Unavailable(format!(
                     "message without metadata: {error}"

@@ -112,7 +112,7 @@ async fn check(db: &DatabaseConnection, router: &Router, kind: AlertKind) {
             expected_version: None,
             updated_by: "watchdog".into(),
             source: Source::System,
-            ingest_seq: None,
+            ingest: None,
         };
         match router.execute(command).await {
             Ok(_) => {

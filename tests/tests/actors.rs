@@ -71,7 +71,7 @@ fn register(equipment: &str) -> Command {
         expected_version: None,
         updated_by: "t".into(),
         source: Source::Api,
-        ingest_seq: None,
+        ingest: None,
     }
 }
 
@@ -88,7 +88,7 @@ fn set(equipment: &str, status: Status) -> Command {
         expected_version: None,
         updated_by: "t".into(),
         source: Source::Api,
-        ingest_seq: None,
+        ingest: None,
     }
 }
 

@@ -10,6 +10,6 @@ mod tests;
 pub use actor::{CommandError, EquipmentActor, EquipmentMsg, Outcome, outcome_label};
 pub use state::{
     Action, Alert, AlertKind, AlertMarks, Command, Decision, Equipment, EquipmentState, Event,
-    EventKind, MetadataPatch, ReasonCorrection, Registration, Rejection, Rules, StatusChange,
-    apply, decide,
+    EventKind, IngestMark, MetadataPatch, ReasonCorrection, Registration, Rejection, Rules,
+    StatusChange, apply, decide,
 };

@@ -66,9 +66,11 @@ pub struct RecentCommand {
 pub struct EquipmentState {
     pub equipment: Option<Equipment>,
     pub recent: Vec<RecentCommand>,
-    /// Highest `EQ_INGEST` sequence applied to this machine (0: none). Durable device
-    /// messages arrive in stream order, so anything at or below it was applied already.
+    /// Highest `EQ_INGEST` sequence applied to this machine (0: none), in the stream of
+    /// `ingest_epoch`. Durable device messages arrive in stream order, so anything at or
+    /// below it was applied already.
     pub ingest_high: u64,
+    pub ingest_epoch: i64,
     /// Which occurrences were already alerted (so each is alerted once).
     pub alerted: AlertMarks,
 }
@@ -159,6 +161,8 @@ pub struct Event {
     /// Carried forward like `recent_commands`: see [`EquipmentState::ingest_high`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ingest_high: u64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub ingest_epoch: i64,
     /// For `alert_raised`: the alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<Alert>,
@@ -168,6 +172,10 @@ pub struct Event {
 }
 
 fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+fn is_zero_i64(value: &i64) -> bool {
     *value == 0
 }
 
@@ -245,10 +253,22 @@ pub struct Command {
     pub expected_version: Option<Version>,
     pub updated_by: String,
     pub source: Source,
-    /// The `EQ_INGEST` sequence of the durable device message this command came from: the
+    /// Where the durable device message this command came from sits in `EQ_INGEST`: the
     /// exactly-once key for redeliveries, whatever the dedupe windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingest_seq: Option<u64>,
+    pub ingest: Option<IngestMark>,
+}
+
+/// A durable device message's place in `EQ_INGEST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestMark {
+    /// The stream's creation time (ns): a stream deleted and created again starts its
+    /// sequences over, and must not look already applied.
+    pub epoch: i64,
+    pub seq: u64,
+    /// When the stream stored it (the device's message reached us then, even if it is
+    /// applied later).
+    pub stored_at: DateTime<Utc>,
 }
 
 impl Command {
@@ -339,8 +359,9 @@ pub fn decide(
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Result<Decision, Rejection> {
-    if let Some(seq) = command.ingest_seq
-        && seq <= state.ingest_high
+    if let Some(mark) = command.ingest
+        && mark.epoch == state.ingest_epoch
+        && mark.seq <= state.ingest_high
     {
         return Ok(Decision::AlreadyApplied);
     }
@@ -477,7 +498,8 @@ pub fn decide(
                 t > now + rules.max_clock_ahead || t < now - rules.max_clock_behind
             });
             if command.source == Source::Device {
-                next.device_seen_at = Some(now);
+                // A durable message was heard when it was stored, not when applied.
+                next.device_seen_at = Some(command.ingest.map_or(now, |m| m.stored_at.min(now)));
             }
             (
                 EventKind::StatusChanged,
@@ -502,6 +524,12 @@ pub fn decide(
             recent.remove(0);
         }
     }
+    let (ingest_epoch, ingest_high) = match command.ingest {
+        Some(m) if m.epoch == state.ingest_epoch => (m.epoch, state.ingest_high.max(m.seq)),
+        // A new ingest stream: its sequences start over.
+        Some(m) => (m.epoch, m.seq),
+        None => (state.ingest_epoch, state.ingest_high),
+    };
     let mut alerted = state.alerted.clone();
     if let Some(a) = &alert {
         match a.kind {
@@ -522,7 +550,8 @@ pub fn decide(
         },
         state: next,
         recent_commands: recent,
-        ingest_high: state.ingest_high.max(command.ingest_seq.unwrap_or(0)),
+        ingest_high,
+        ingest_epoch,
         alert,
         alerted,
     })))
@@ -550,6 +579,7 @@ pub fn apply(state: EquipmentState, event: &Event, seq: u64) -> EquipmentState {
         equipment: Some(event.state.clone()),
         recent,
         ingest_high: event.ingest_high,
+        ingest_epoch: event.ingest_epoch,
         alerted: event.alerted.clone(),
     }
 }

@@ -21,7 +21,7 @@ fn command(action: Action) -> Command {
         expected_version: None,
         updated_by: "alice".into(),
         source: Source::Api,
-        ingest_seq: None,
+        ingest: None,
     }
 }
 
@@ -315,27 +315,63 @@ fn recent_keys_are_bounded_and_survive_a_reload_from_the_last_event() {
 
 #[test]
 fn a_redelivered_ingest_message_is_applied_once() {
-    let ingest = |seq: u64, status: Status| Command {
-        ingest_seq: Some(seq),
+    let ingest = |epoch: i64, seq: u64, status: Status| Command {
+        ingest: Some(IngestMark {
+            epoch,
+            seq,
+            stored_at: now() - Duration::seconds(30),
+        }),
         source: Source::Device,
         ..set_status(status)
     };
-    let state = step(registered(), &ingest(40, Status::Red), now());
-    assert_eq!(state.ingest_high, 40);
-    let version = state.equipment.as_ref().unwrap().version;
+    let state = step(registered(), &ingest(7, 40, Status::Red), now());
+    assert_eq!((state.ingest_epoch, state.ingest_high), (7, 40));
+    let e = state.equipment.as_ref().unwrap();
+    assert_eq!(
+        e.device_seen_at,
+        Some(now() - Duration::seconds(30)),
+        "heard when stored, not when applied"
+    );
+    let version = e.version;
     // The same message again (its ack was lost), and an older one: both already applied.
     for seq in [40, 12] {
         assert_eq!(
-            decide(&state, &ingest(seq, Status::Red), now(), &Rules::default()),
+            decide(
+                &state,
+                &ingest(7, seq, Status::Red),
+                now(),
+                &Rules::default()
+            ),
             Ok(Decision::AlreadyApplied)
         );
     }
     // An API change in between keeps the mark (it travels in every event).
     let state = step(state, &set_status(Status::Green), now());
     assert_eq!(state.ingest_high, 40);
-    let state = step(state, &ingest(41, Status::Yellow), now());
+    let state = step(state, &ingest(7, 41, Status::Yellow), now());
     assert_eq!(state.ingest_high, 41);
     assert_eq!(state.equipment.unwrap().version, Version(version.0 + 2));
+}
+
+#[test]
+fn a_recreated_ingest_stream_starts_its_sequences_over() {
+    let ingest = |epoch: i64, seq: u64| Command {
+        ingest: Some(IngestMark {
+            epoch,
+            seq,
+            stored_at: now(),
+        }),
+        source: Source::Device,
+        ..set_status(Status::Red)
+    };
+    let state = step(registered(), &ingest(1, 500), now());
+    // Sequence 3 of a new stream is a new message, not an old one.
+    let state = step(state, &ingest(2, 3), now());
+    assert_eq!((state.ingest_epoch, state.ingest_high), (2, 3));
+    assert_eq!(
+        decide(&state, &ingest(2, 3), now(), &Rules::default()),
+        Ok(Decision::AlreadyApplied)
+    );
 }
 
 #[test]

@@ -131,7 +131,7 @@ pub fn api_command(
         expected_version: parse_if_match(if_match)?,
         updated_by,
         source: eq_actors::Source::Api,
-        ingest_seq: None,
+        ingest: None,
     })
 }
 

@@ -36,7 +36,7 @@ fn command(id: &EquipmentId, action: Action) -> Command {
         expected_version: None,
         updated_by: "prop".into(),
         source: Source::Api,
-        ingest_seq: None,
+        ingest: None,
     }
 }
 
