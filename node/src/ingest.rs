@@ -91,6 +91,11 @@ struct Worker {
     task: JoinHandle<()>,
 }
 
+/// Our consumer was deleted by another worker (the shard's next owner).
+#[derive(Debug, thiserror::Error)]
+#[error("ingest consumer taken over")]
+struct TakenOver;
+
 /// What became of one message.
 enum Applied {
     /// Applied, recognised as applied before, or refused for good: acknowledge it.
@@ -181,11 +186,10 @@ impl IngestWorkers {
                 Err(error) => {
                     // A consumer deleted under us is a hand-off (the next owner took over),
                     // not a fault.
-                    let text = error.to_string();
-                    if text.contains("consumer deleted") {
+                    if error.is::<TakenOver>() {
                         debug!(shard = %shard, "ingest consumer taken over");
                     } else {
-                        warn!(shard = %shard, error = %text, "durable ingest paused; resuming in order");
+                        warn!(shard = %shard, %error, "durable ingest paused; resuming in order");
                     }
                     metrics::counter!("eq_ingest_resets_total").increment(1);
                     tokio::select! {
@@ -274,6 +278,9 @@ impl IngestWorkers {
             for message in chunk {
                 match message {
                     Ok(m) => delivered.push(m),
+                    Err(error) if error.kind() == pull::MessagesErrorKind::ConsumerDeleted => {
+                        failure = Some(anyhow::Error::new(TakenOver));
+                    }
                     Err(error) => failure = Some(anyhow::anyhow!("ingest consumer: {error}")),
                 }
             }

@@ -141,6 +141,16 @@ impl ApiClient {
         }
     }
 
+    /// Waits until this node's history consumer has written `events` events (its
+    /// `eq_history_events_written_total`), or panics after `timeout`.
+    pub async fn wait_history_written(&self, events: u64, timeout: Duration) {
+        crate::wait_for("the history caught up", timeout, || async {
+            (self.metric_sum("eq_history_events_written_total", "").await >= events as f64)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// The value of a Prometheus counter summed over all its label sets that contain
     /// `label_filter`.
     pub async fn metric_sum(&self, name: &str, label_filter: &str) -> f64 {

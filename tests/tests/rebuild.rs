@@ -126,17 +126,9 @@ async fn rebuild_equals_incremental(kind: DbKind) {
         .unwrap();
     assert_eq!(gone.status, 200, "{:?}", gone.body);
     events += 3;
-    wait_for("the history caught up", Duration::from_secs(30), || {
-        let client = client.clone();
-        async move {
-            (client
-                .metric_sum("eq_history_events_written_total", "")
-                .await
-                >= events as f64)
-                .then_some(())
-        }
-    })
-    .await;
+    client
+        .wait_history_written(events as u64, Duration::from_secs(30))
+        .await;
     node.terminate();
 
     let rebuilt = TestDatabase::new(kind).await;

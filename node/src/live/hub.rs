@@ -238,8 +238,7 @@ impl LiveHub {
             if seq > to {
                 break;
             }
-            let previous = located.get(&head_id(&message.payload)).cloned();
-            let item = to_item(seq, &message.payload, previous)?;
+            let item = to_item(seq, &message.payload, |id| located.get(id).cloned())?;
             located.insert(item.id.clone(), (item.site.clone(), item.line.clone()));
             if filter.matches(&item) && out.send(Arc::new(item)).await.is_err() {
                 break;
@@ -352,11 +351,12 @@ impl LiveHub {
         if seq <= state.position {
             return Ok(());
         }
-        let previous = state
-            .latest
-            .get(&head_id(payload))
-            .map(|i| (i.site.clone(), i.line.clone()));
-        let item = Arc::new(to_item(seq, payload, previous)?);
+        let item = Arc::new(to_item(seq, payload, |id| {
+            state
+                .latest
+                .get(id)
+                .map(|i| (i.site.clone(), i.line.clone()))
+        })?);
         state.latest.insert(item.id.clone(), item.clone());
         state.recent.push_back(item.clone());
         if state.recent.len() > RING {
@@ -392,24 +392,18 @@ struct StateHead {
     decommissioned: bool,
 }
 
-/// The equipment id of a stored event (empty if it does not parse).
-fn head_id(payload: &[u8]) -> String {
-    serde_json::from_slice::<EventHead>(payload)
-        .map(|h| h.equipment_id)
-        .unwrap_or_default()
-}
-
 /// Builds the live item of a stored event: the SSE data is
 /// `{"seq", "kind", "equipment": <the event's state, as stored>, "previous_status"}`.
+/// `previous` gives a machine's location before this event, if known (parsed once).
 fn to_item(
     seq: u64,
     payload: &[u8],
-    previous: Option<(String, String)>,
+    previous: impl FnOnce(&str) -> Option<(String, String)>,
 ) -> anyhow::Result<LiveItem> {
     let head: EventHead = serde_json::from_slice(payload)?;
     let state: StateHead = serde_json::from_str(head.state.get())?;
     let (previous_site, previous_line) =
-        previous.unwrap_or_else(|| (state.site.clone(), state.line.clone()));
+        previous(&head.equipment_id).unwrap_or_else(|| (state.site.clone(), state.line.clone()));
     let json = format!(
         r#"{{"seq":{seq},"kind":{},"equipment":{},"previous_status":{}}}"#,
         serde_json::to_string(&head.kind)?,
@@ -450,7 +444,7 @@ mod tests {
     #[test]
     fn an_item_carries_the_stored_state_without_re_encoding_it() {
         let payload = br#"{"kind":"status_changed","equipment_id":"press-1","version":4,"recorded_at":"2026-11-30T08:00:00Z","previous_status":"green","state":{"id":"press-1","site":"a","line":"l1","status":"red","version":4,"name":"P"},"recent_commands":[{"key":"k","fingerprint":1,"version":4}]}"#;
-        let item = to_item(9, payload, Some(("a".into(), "l0".into()))).unwrap();
+        let item = to_item(9, payload, |_| Some(("a".into(), "l0".into()))).unwrap();
         assert_eq!(
             (item.id.as_str(), item.version, item.seq),
             ("press-1", 4, 9)
@@ -465,7 +459,7 @@ mod tests {
             serde_json::json!({"seq": 9, "kind": "status_changed", "previous_status": "green",
                 "equipment": {"id":"press-1","site":"a","line":"l1","status":"red","version":4,"name":"P"}})
         );
-        assert!(to_item(1, b"{not json", None).is_err());
+        assert!(to_item(1, b"{not json", |_| None).is_err());
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use eq_entities::{equipment_event, state_interval};
 use eq_tests::postgres::DbKind;
-use eq_tests::{
-    ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for,
-};
+use eq_tests::{ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use serde_json::json;
 
@@ -74,17 +72,9 @@ pub async fn run(args: &Args) -> anyhow::Result<HistoryFigures> {
     let started = Instant::now();
     let node = NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await;
     let client = node.client();
-    wait_for("the history caught up", Duration::from_secs(900), || {
-        let client = client.clone();
-        async move {
-            (client
-                .metric_sum("eq_history_events_written_total", "")
-                .await
-                >= events as f64)
-                .then_some(())
-        }
-    })
-    .await;
+    client
+        .wait_history_written(events, Duration::from_secs(900))
+        .await;
     let consumer_rows_per_s = events as f64 / started.elapsed().as_secs_f64();
 
     eprintln!("== history: raw batch insert of {events} rows into the same kind of database");

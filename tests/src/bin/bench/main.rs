@@ -322,14 +322,9 @@ async fn run_mode(args: &Args, sync_always: bool) -> anyhow::Result<ModeResult> 
 
     eprintln!("== {label}: waiting for the history to catch up");
     let drain_started = Instant::now();
-    let expected = args.equipment as f64 + http.ok as f64;
-    wait_for("history caught up", Duration::from_secs(600), || {
-        let client = client.clone();
-        async move {
-            (metric(&client, "eq_history_events_written_total").await >= expected).then_some(())
-        }
-    })
-    .await;
+    client
+        .wait_history_written(args.equipment as u64 + http.ok, Duration::from_secs(600))
+        .await;
     let drain_seconds = drain_started.elapsed().as_secs_f64();
 
     eprintln!("== {label}: device request/reply load");
