@@ -5,6 +5,7 @@
 pub mod appender;
 pub mod domain;
 pub mod equipment;
+pub mod scope;
 pub mod shard;
 pub mod store;
 pub mod subjects;

@@ -130,6 +130,29 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_LIVE_LINGER_SECS", default_value_t = 60)]
     pub live_linger_secs: u64,
 
+    /// File(s) holding the key API tokens are signed with (HS256, at least 32 bytes),
+    /// comma-separated: the first signs new tokens (`equipment-live token`), every one
+    /// verifies (rotation: put the new key first, drop the old one when its tokens expired).
+    /// Required when the gateway runs; `dev` creates one under the data dir.
+    #[arg(long, env = "EQ_AUTH_KEY_FILE", value_delimiter = ',')]
+    pub auth_key_file: Vec<PathBuf>,
+
+    /// The `aud` every token must carry.
+    #[arg(long, env = "EQ_AUTH_AUDIENCE", default_value = crate::auth::tokens::DEFAULT_AUDIENCE)]
+    pub auth_audience: String,
+
+    /// The `iss` every token must carry (not checked when unset).
+    #[arg(long, env = "EQ_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// Sustained requests per second one token may make on one node; 0: no limit.
+    #[arg(long, env = "EQ_RATE_LIMIT_PER_SEC", default_value_t = 20.0)]
+    pub rate_limit_per_sec: f64,
+
+    /// Requests one token may make at once before the sustained rate applies.
+    #[arg(long, env = "EQ_RATE_LIMIT_BURST", default_value_t = 60)]
+    pub rate_limit_burst: u32,
+
     /// Largest accepted HTTP request body, in bytes.
     #[arg(long, env = "EQ_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -161,6 +184,32 @@ impl NodeConfig {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("history.db").display()
             )
+        })
+    }
+
+    /// Token keys and rate limit of the gateway. A node without the gateway answers no API
+    /// call, so it needs no key.
+    pub fn auth(&self) -> anyhow::Result<crate::auth::Auth> {
+        use crate::auth::{Auth, TokenKeys, limiter::RateLimiter};
+        let keys = if self.auth_key_file.is_empty() {
+            anyhow::ensure!(
+                !self.gateway,
+                "the gateway needs --auth-key-file (EQ_AUTH_KEY_FILE): a file with a random \
+                 key of at least 32 bytes, e.g. `head -c 48 /dev/urandom | base64 > key`"
+            );
+            let mut unused = vec![0u8; 48];
+            rand::fill(&mut unused[..]);
+            TokenKeys::new(&[unused], &self.auth_audience, None)?
+        } else {
+            TokenKeys::load(
+                &self.auth_key_file,
+                &self.auth_audience,
+                self.auth_issuer.as_deref(),
+            )?
+        };
+        Ok(Auth {
+            keys,
+            limiter: RateLimiter::new(self.rate_limit_per_sec, self.rate_limit_burst),
         })
     }
 

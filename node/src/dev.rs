@@ -91,6 +91,30 @@ impl NatsChild {
     }
 }
 
+/// How long the admin token `dev` prints is valid.
+pub const DEV_TOKEN_HOURS: u64 = 24 * 7;
+
+/// Gives a dev node a token key (created under the data dir unless `--auth-key-file` names
+/// one) and returns a fresh admin token for it, scoped everywhere.
+pub fn ensure_auth(config: &mut crate::NodeConfig) -> anyhow::Result<String> {
+    if config.auth_key_file.is_empty() {
+        let key = config.data_dir.join("auth").join("token.key");
+        crate::auth::tokens::ensure_key_file(&key)?;
+        config.auth_key_file = vec![key];
+    }
+    let keys = crate::auth::TokenKeys::load(
+        &config.auth_key_file,
+        &config.auth_audience,
+        config.auth_issuer.as_deref(),
+    )?;
+    keys.mint(
+        "dev-admin",
+        crate::auth::Role::Admin,
+        &eq_actors::scope::Scope::everywhere(),
+        Duration::from_secs(DEV_TOKEN_HOURS * 3600),
+    )
+}
+
 /// The seed's three brick machines.
 pub const DEMO_MACHINES: &[(&str, &str, &str)] = &[
     ("brick-press-1", "Brick press 1", "line-1"),
@@ -116,6 +140,7 @@ pub async fn register_demo(router: &Router) -> anyhow::Result<()> {
             updated_by: "demo".into(),
             source: Source::System,
             ingest: None,
+            scope: None,
         };
         match router.execute(command).await {
             Ok(_) | Err(CommandError::Rejected(Rejection::AlreadyExists)) => {}

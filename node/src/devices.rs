@@ -134,6 +134,7 @@ pub fn parse_body(raw_id: Option<&str>, payload: &[u8]) -> Result<Command, Devic
         updated_by: by,
         source: Source::Device,
         ingest: None,
+        scope: None,
     })
 }
 

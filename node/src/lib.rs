@@ -2,6 +2,7 @@
 //! equipment actors, listens to devices and writes the history, each switchable by
 //! configuration. [`run`] is the entry point that `main.rs` and in-process tests call.
 
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod credentials;
@@ -52,6 +53,7 @@ where
     let subjects = Subjects::new(&config.prefix);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let auth = config.auth()?;
 
     let client = connect_nats(&config, &format!("equipment-live {node_id}")).await?;
     let js = jetstream::new(client.clone());
@@ -201,6 +203,7 @@ where
         calendar,
         draining: AtomicBool::new(false),
         node_id: node_id.clone(),
+        auth,
     });
     let http_stop = CancellationToken::new();
     let http_stopped = CancellationToken::new();

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use eq_actors::scope::{Area, Scope};
+use eq_node::auth::{Role, TokenKeys};
 use eq_node::{NodeConfig, credentials, dev, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +57,23 @@ enum Cmd {
     /// Check the history database: report every machine whose stored versions are not
     /// contiguous (exit code 1 if any).
     AuditHistory,
+    /// Issue an API token (a JWT signed with the first `--auth-key-file`) and print it.
+    Token {
+        /// Who the token is for: a person, a tablet, a service. Recorded as `updated_by` of
+        /// every change made with it.
+        #[arg(long)]
+        subject: String,
+        /// viewer, operator, supervisor or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Where it may change machines: `*`, `<site>` or `<site>/<line>` (repeat the flag
+        /// or separate with commas).
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// How long it is valid, in hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+    },
     /// Write the OpenAPI spec (to stdout, or to a file).
     Openapi {
         #[arg(long)]
@@ -76,17 +95,24 @@ async fn main() -> anyhow::Result<()> {
             demo,
         } => {
             let mut config = cli.node;
+            let admin_token = dev::ensure_auth(&mut config)?;
             let nats = dev::NatsChild::start(&config.data_dir.join("nats"), nats_port, sync_always)
                 .await?;
             tracing::info!(url = %nats.url, "dev nats-server running (devices and dashboards connect here)");
             config.nats_url = nats.url.clone();
             // fsync per write: share fsyncs between machines.
             config.group_commit |= sync_always;
+            let board = format!("http://{}/#token={admin_token}", config.http_addr);
             let result = eq_node::run_with(config, shutdown, |router| async move {
                 if demo {
                     dev::register_demo(&router).await?;
                     tracing::info!("demo machines registered");
                 }
+                println!(
+                    "\nAdmin token (valid {} h, `Authorization: Bearer <token>`):\n{admin_token}\n\
+                     Floor board: {board}\n",
+                    dev::DEV_TOKEN_HOURS
+                );
                 Ok(())
             })
             .await;
@@ -129,6 +155,32 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::Token {
+            subject,
+            role,
+            scopes,
+            hours,
+        } => {
+            let config = cli.node;
+            anyhow::ensure!(
+                !config.auth_key_file.is_empty(),
+                "--auth-key-file (EQ_AUTH_KEY_FILE) names the key to sign with"
+            );
+            let keys = TokenKeys::load(
+                &config.auth_key_file,
+                &config.auth_audience,
+                config.auth_issuer.as_deref(),
+            )?;
+            let scope = Scope(
+                scopes
+                    .iter()
+                    .map(|s| Area::parse(s))
+                    .collect::<Result<_, _>>()?,
+            );
+            let valid = std::time::Duration::from_secs(hours.max(1) * 3600);
+            println!("{}", keys.mint(&subject, role, &scope, valid)?);
+            Ok(())
+        }
         Cmd::Openapi { out } => {
             let spec = eq_node::gateway::spec_json();
             match out {
@@ -138,6 +190,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    Role::parse(value).ok_or_else(|| "one of viewer, operator, supervisor, admin".to_string())
 }
 
 /// SIGTERM or Ctrl-C starts a graceful drain; a second one exits at once.

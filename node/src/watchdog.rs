@@ -113,6 +113,7 @@ async fn check(db: &DatabaseConnection, router: &Router, kind: AlertKind) {
             updated_by: "watchdog".into(),
             source: Source::System,
             ingest: None,
+            scope: None,
         };
         match router.execute(command).await {
             Ok(_) => {

@@ -99,7 +99,9 @@ const evaluate = async (expression) => {
 
 await send('Runtime.enable');
 await send('Page.enable');
-await send('Page.navigate', { url: `${base}/` });
+// The board gets its (viewer) token in the fragment, as a wall screen would be set up.
+const boardToken = process.env.EQ_BOARD_TOKEN ?? '';
+await send('Page.navigate', { url: `${base}/#token=${encodeURIComponent(boardToken)}` });
 
 const tile = `document.querySelector('.tile[data-id="${machine}"]')`;
 const read = `(() => { const t = ${tile}; if (!t) return null;
@@ -114,8 +116,8 @@ if (before.status === 'red') await fail('the machine must not start red');
 // A change made through the API, as a tablet would.
 const answer = await fetch(`${base}/v1/equipment/${machine}/status`, {
   method: 'PUT',
-  headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ status: 'red', reason: 'jam', note: 'clay stuck in the mould', updated_by: 'operator-7' }),
+  headers: { 'content-type': 'application/json', authorization: `Bearer ${process.env.EQ_API_TOKEN}` },
+  body: JSON.stringify({ status: 'red', reason: 'jam', note: 'clay stuck in the mould' }),
 });
 if (answer.status !== 200) await fail(`setting the status answered ${answer.status}`);
 

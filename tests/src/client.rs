@@ -37,10 +37,16 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client that calls with the harness's admin token.
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_token(base, crate::auth::admin_token())
+    }
+
+    /// A client that calls with `token`.
+    pub fn with_token(base: impl Into<String>, token: &str) -> Self {
         Self {
             base: base.into(),
-            http: reqwest::Client::builder()
+            http: crate::auth::authorized(token)
                 .timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(1024)
                 .build()

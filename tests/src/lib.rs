@@ -3,6 +3,7 @@
 //! Equipment Live node processes — and kills them when dropped. Also a small HTTP client of
 //! the API and a poll-with-deadline helper (tests wait for conditions, never fixed sleeps).
 
+pub mod auth;
 pub mod client;
 pub mod load;
 pub mod nats;

@@ -105,6 +105,10 @@ impl NodeProcess {
                 "RUST_LOG",
                 std::env::var("EQ_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // Every test node trusts the harness's key; tests that exercise the rate limit
+            // set it themselves.
+            .env("EQ_AUTH_KEY_FILE", crate::auth::key_file())
+            .env("EQ_RATE_LIMIT_PER_SEC", "0")
             .stdin(Stdio::null());
         for (k, v) in &self.options.env {
             command.env(k, v);

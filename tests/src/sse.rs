@@ -42,7 +42,7 @@ impl SseClient {
     /// Opens `url` (with `Last-Event-ID` if given); panics unless the answer is a 200
     /// `text/event-stream`.
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
-        let client = reqwest::Client::new();
+        let client = crate::auth::admin_http();
         let mut request = client.get(url).header("Accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);

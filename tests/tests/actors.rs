@@ -72,6 +72,7 @@ fn register(equipment: &str) -> Command {
         updated_by: "t".into(),
         source: Source::Api,
         ingest: None,
+        scope: None,
     }
 }
 
@@ -89,6 +90,7 @@ fn set(equipment: &str, status: Status) -> Command {
         updated_by: "t".into(),
         source: Source::Api,
         ingest: None,
+        scope: None,
     }
 }
 

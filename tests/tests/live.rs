@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use eq_node::auth::Role;
 use eq_tests::postgres::DbKind;
 use eq_tests::sse::{SseClient, SseFrame};
 use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase};
@@ -273,7 +274,12 @@ async fn the_floor_board_turns_a_tile_red_in_a_real_browser() {
         .arg("--experimental-websocket")
         .arg(eq_tests::workspace_root().join("tests/e2e/board.mjs"))
         .arg(f.watcher.base_url())
-        .arg("press-1");
+        .arg("press-1")
+        .env(
+            "EQ_BOARD_TOKEN",
+            eq_tests::auth::token("wall-screen-1", Role::Viewer, &[]),
+        )
+        .env("EQ_API_TOKEN", eq_tests::auth::admin_token());
     if let Ok(path) = std::env::var("EQ_BOARD_SCREENSHOT") {
         command.arg(path);
     }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{EquipmentId, Line, ReasonCode, Site, Source, Status, Version, fnv1a64};
+use crate::scope::Scope;
 
 /// How many recent idempotency keys each equipment remembers (in its events, so they survive
 /// restarts and hand-offs; JetStream's `Nats-Msg-Id` window backs this up cluster-wide).
@@ -257,6 +258,10 @@ pub struct Command {
     /// exactly-once key for redeliveries, whatever the dedupe windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestMark>,
+    /// Where the caller may change things (an API token's site/line scope); `None` for
+    /// devices and the system, whose subjects or roles already bound them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 /// A durable device message's place in `EQ_INGEST`.
@@ -321,6 +326,8 @@ pub enum Rejection {
     NoSuchStop(Version),
     #[error("no alert is due (the condition does not hold, or it was alerted already)")]
     AlertNotDue,
+    #[error("the machine's site and line are outside the caller's scope")]
+    OutOfScope,
 }
 
 impl Rejection {
@@ -336,7 +343,35 @@ impl Rejection {
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
             Rejection::NoSuchStop(_) => "no_such_stop",
             Rejection::AlertNotDue => "alert_not_due",
+            Rejection::OutOfScope => "out_of_scope",
         }
+    }
+}
+
+/// The caller's scope must cover the machine where it is and, for a registration or a
+/// move, where it goes. Checked before the idempotency table, so that a key cannot be used
+/// to read another area's answers.
+fn check_scope(command: &Command, current: Option<&Equipment>) -> Result<(), Rejection> {
+    let Some(scope) = &command.scope else {
+        return Ok(());
+    };
+    let here = current.map(|e| (&e.site, &e.line));
+    let there = match (&command.action, current) {
+        (Action::Register(reg), _) => Some((&reg.site, &reg.line)),
+        (Action::UpdateMetadata(patch), Some(e)) => Some((
+            patch.site.as_ref().unwrap_or(&e.site),
+            patch.line.as_ref().unwrap_or(&e.line),
+        )),
+        _ => None,
+    };
+    if [here, there]
+        .into_iter()
+        .flatten()
+        .all(|(site, line)| scope.covers(site, line))
+    {
+        Ok(())
+    } else {
+        Err(Rejection::OutOfScope)
     }
 }
 
@@ -365,6 +400,7 @@ pub fn decide(
     {
         return Ok(Decision::AlreadyApplied);
     }
+    check_scope(command, state.equipment.as_ref())?;
     if let Some(key) = &command.command_id
         && let Some(seen) = state.recent.iter().find(|r| &r.key == key)
     {

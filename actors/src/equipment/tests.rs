@@ -22,6 +22,7 @@ fn command(action: Action) -> Command {
         updated_by: "alice".into(),
         source: Source::Api,
         ingest: None,
+        scope: None,
     }
 }
 
@@ -473,4 +474,99 @@ fn a_silent_device_is_alerted_once_per_silence() {
         decide(&state, &silent, at + Duration::seconds(61), &rules),
         Ok(Decision::Append(_))
     ));
+}
+
+fn scoped(cmd: Command, areas: &[&str]) -> Command {
+    let areas = areas
+        .iter()
+        .map(|a| crate::scope::Area::parse(a).unwrap())
+        .collect();
+    Command {
+        scope: Some(crate::scope::Scope(areas)),
+        ..cmd
+    }
+}
+
+#[test]
+fn a_scoped_caller_changes_only_machines_in_its_area() {
+    let state = registered(); // plant-a / line-1
+    let rules = Rules::default();
+    for areas in [
+        &["*"][..],
+        &["plant-a"],
+        &["plant-a/line-1"],
+        &["x/y", "plant-a"],
+    ] {
+        let cmd = scoped(set_status(Status::Red), areas);
+        assert!(decide(&state, &cmd, now(), &rules).is_ok(), "{areas:?}");
+    }
+    for areas in [
+        &[][..],
+        &["plant-b"],
+        &["plant-a/line-2"],
+        &["plant-b/line-1"],
+    ] {
+        let cmd = scoped(set_status(Status::Red), areas);
+        assert_eq!(
+            rejection(&state, &cmd, &rules),
+            Rejection::OutOfScope,
+            "{areas:?}"
+        );
+    }
+}
+
+#[test]
+fn registering_or_moving_needs_the_scope_of_both_places() {
+    let rules = Rules::default();
+    let empty = EquipmentState::default();
+    assert!(
+        decide(
+            &empty,
+            &scoped(register(), &["plant-a/line-1"]),
+            now(),
+            &rules
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        rejection(&empty, &scoped(register(), &["plant-a/line-2"]), &rules),
+        Rejection::OutOfScope
+    );
+    let state = registered();
+    let move_to_line_2 = command(Action::UpdateMetadata(MetadataPatch {
+        line: Some(Line::parse("line-2").unwrap()),
+        ..MetadataPatch::default()
+    }));
+    assert_eq!(
+        rejection(
+            &state,
+            &scoped(move_to_line_2.clone(), &["plant-a/line-1"]),
+            &rules
+        ),
+        Rejection::OutOfScope,
+        "may not move a machine out of its scope"
+    );
+    assert_eq!(
+        rejection(
+            &state,
+            &scoped(move_to_line_2.clone(), &["plant-a/line-2"]),
+            &rules
+        ),
+        Rejection::OutOfScope,
+        "may not pull a machine into its scope"
+    );
+    let both = scoped(move_to_line_2, &["plant-a/line-1", "plant-a/line-2"]);
+    assert!(decide(&state, &both, now(), &rules).is_ok());
+}
+
+#[test]
+fn an_idempotent_replay_is_not_shown_to_an_out_of_scope_caller() {
+    let mut first = set_status(Status::Red);
+    first.command_id = Some("k-1".into());
+    let state = step(registered(), &first, now());
+    let replay = scoped(first, &["plant-b"]);
+    assert_eq!(
+        rejection(&state, &replay, &Rules::default()),
+        Rejection::OutOfScope
+    );
 }

@@ -15,11 +15,12 @@ use poem_openapi::{
     payload::Json,
 };
 
+use super::auth::Caller;
 use super::equipment::CommandResult;
-use super::models::actor_name;
 use super::problem::ApiError;
 use super::token::Token;
 use super::{ApiTags, AppState, api_command, parse_id};
+use crate::auth::Operation;
 use crate::history::analytics::{self, FleetTotals, Scope, Totals, Window};
 use crate::history::calendar::Calendar;
 use crate::history::queries::{self, SpanFilter};
@@ -183,16 +184,12 @@ pub struct StopList {
 pub struct StopReason {
     /// A reason code (of the catalogue, if one is configured); absent: unqualified.
     pub reason: Option<Token>,
-    /// Who corrects it (default `api`).
-    #[oai(validator(max_length = 128))]
-    pub updated_by: Option<String>,
 }
 
 impl poem_openapi::types::Example for StopReason {
     fn example() -> Self {
         StopReason {
             reason: Some(Token("jam".into())),
-            updated_by: Some("supervisor-2".into()),
         }
     }
 }
@@ -239,12 +236,14 @@ impl AnalyticsApi {
     async fn time_in_state(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         /// Start of the window (default: 24 hours before `to`).
         from: Query<Option<DateTime<Utc>>>,
         /// End of the window, exclusive (default: now).
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<TimeInStateAnswer, ApiError> {
+        caller.require(Operation::Read)?;
         let (id, from, to, filter) = one_machine(&state, id.0, from.0, to.0).await?;
         let fleet = compute(&state, &filter, from, to).await?;
         let totals = fleet.all;
@@ -269,10 +268,12 @@ impl AnalyticsApi {
     async fn stops(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<StopsAnswer, ApiError> {
+        caller.require(Operation::Read)?;
         let (id, from, to, filter) = one_machine(&state, id.0, from.0, to.0).await?;
         // Up to now: a stop that began in the window may end after it.
         let now = Utc::now().max(to);
@@ -313,15 +314,18 @@ impl AnalyticsApi {
     /// Recorded as an event of its own through the machine's actor (the history is never
     /// overwritten); reports reflect it once the history has it. The stop must have ended
     /// (while a machine is still red, set its status with a reason instead). With a
-    /// catalogue configured, the reason must be one of its codes.
+    /// catalogue configured, the reason must be one of its codes. Needs the `supervisor`
+    /// role and a scope covering the machine.
     #[oai(
         path = "/v1/equipment/:id/stops/:version/reason",
         method = "put",
         operation_id = "correctStopReason"
     )]
+    #[allow(clippy::too_many_arguments)] // one argument per request part
     async fn correct_reason(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         /// The stop's `version` (from the stop list).
         version: Path<u64>,
@@ -333,6 +337,7 @@ impl AnalyticsApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
+        let who = caller.require(Operation::CorrectReason)?;
         let id = parse_id(id.0.into_inner())?;
         let reason = body
             .0
@@ -349,7 +354,6 @@ impl AnalyticsApi {
                 format!("{code:?} is not in the reason catalogue"),
             ));
         }
-        let by = actor_name(body.0.updated_by).map_err(ApiError::from)?;
         let ended = match queries::span_at(state.db()?, id.as_str(), version.0)
             .await
             .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?
@@ -376,7 +380,7 @@ impl AnalyticsApi {
             stop_version: Version(version.0),
             reason,
         });
-        let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
+        let command = api_command(id, action, who, if_match.0.as_deref(), idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 
@@ -393,6 +397,7 @@ impl AnalyticsApi {
     async fn availability(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         /// Only this site.
         site: Query<Option<Token>>,
         /// Only this line.
@@ -400,6 +405,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<AvailabilityAnswer, ApiError> {
+        caller.require(Operation::Read)?;
         let (from, to) = window(from.0, to.0)?;
         let window = window_of(from, to);
         let spans = load(&state, &site_filter(site.0, line.0), window).await?;
@@ -452,6 +458,7 @@ impl AnalyticsApi {
     async fn downtime(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         /// Only this site.
         site: Query<Option<Token>>,
         /// Only this line.
@@ -459,6 +466,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
     ) -> Result<DowntimeAnswer, ApiError> {
+        caller.require(Operation::Read)?;
         let (from, to) = window(from.0, to.0)?;
         let fleet = compute(&state, &site_filter(site.0, line.0), from, to).await?;
         Ok(DowntimeAnswer::Ok(Json(DowntimeReport {

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
+use super::auth::Caller;
 use super::problem::ApiError;
 use super::{ApiTags, AppState};
+use crate::auth::Operation;
 
 /// A node of the cluster.
 #[derive(Debug, Clone, Object)]
@@ -61,7 +63,12 @@ impl ClusterApi {
     /// Nodes (with their roles and whether they are draining), the leader, and the owner of
     /// every shard.
     #[oai(path = "/v1/cluster", method = "get", operation_id = "getCluster")]
-    async fn status(&self, state: Data<&Arc<AppState>>) -> Result<StatusAnswer, ApiError> {
+    async fn status(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+    ) -> Result<StatusAnswer, ApiError> {
+        caller.require(Operation::ReadCluster)?;
         let view = state.cluster.view().await;
         let nodes = view
             .nodes
@@ -91,8 +98,13 @@ impl ClusterApi {
     /// Same as SIGTERM: the node stops taking new shards, hands its shards to other nodes,
     /// finishes in-flight commands, then exits. `/readyz` turns false at once.
     #[oai(path = "/v1/admin/drain", method = "post", operation_id = "drainNode")]
-    async fn drain(&self, state: Data<&Arc<AppState>>) -> Result<DrainAnswer, ApiError> {
-        tracing::info!("drain requested over HTTP");
+    async fn drain(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+    ) -> Result<DrainAnswer, ApiError> {
+        caller.require(Operation::Drain)?;
+        tracing::info!(by = %caller.0.subject, "drain requested over HTTP");
         state.shutdown.cancel();
         Ok(DrainAnswer::Accepted)
     }

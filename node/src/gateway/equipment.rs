@@ -10,10 +10,12 @@ use poem_openapi::{
     payload::Json,
 };
 
+use super::auth::Caller;
 use super::models::{EquipmentPage, EquipmentView, RegisterEquipment, Status, UpdateEquipment};
 use super::problem::ApiError;
 use super::token::Token;
 use super::{ApiTags, AppState, CommandAnswer, api_command, etag, parse_id};
+use crate::auth::Operation;
 use crate::history::queries::{self, ListFilter};
 
 /// Answer to a registration.
@@ -50,7 +52,8 @@ impl EquipmentApi {
     /// Register an equipment
     ///
     /// Creates a machine with an initial status (default `yellow`). Answers 409 if the id
-    /// exists (also when decommissioned: ids are never reused).
+    /// exists (also when decommissioned: ids are never reused). Needs the `supervisor` role
+    /// and a scope covering the new machine's site and line.
     #[oai(
         path = "/v1/equipment",
         method = "post",
@@ -59,14 +62,16 @@ impl EquipmentApi {
     async fn register(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         body: Json<RegisterEquipment>,
         /// Makes a retry safe: the same key gives the same answer and at most one event.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<Registered, ApiError> {
-        let (id, registration, by) = body.0.into_domain()?;
+        let who = caller.require(Operation::Register)?;
+        let (id, registration) = body.0.into_domain()?;
         let action = Action::Register(registration);
-        let command = api_command(id.clone(), action, by, None, idempotency_key.0)?;
+        let command = api_command(id.clone(), action, who, None, idempotency_key.0)?;
         let answer = state.execute(command).await?;
         let location = format!("/v1/equipment/{id}");
         let CommandAnswer { view, .. } = answer;
@@ -84,6 +89,7 @@ impl EquipmentApi {
     async fn list(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         site: Query<Option<Token>>,
         line: Query<Option<Token>>,
         status: Query<Option<Status>>,
@@ -99,6 +105,7 @@ impl EquipmentApi {
         /// `next_cursor` of the previous page.
         cursor: Query<Option<Token>>,
     ) -> Result<ManyEquipment, ApiError> {
+        caller.require(Operation::Read)?;
         let db = state.db()?;
         let filter = ListFilter {
             site: site.0.map(Token::into_inner),
@@ -131,8 +138,10 @@ impl EquipmentApi {
     async fn get(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
     ) -> Result<OneEquipment, ApiError> {
+        caller.require(Operation::Read)?;
         let id = parse_id(id.0.into_inner())?;
         let view = state.current(&id).await?;
         let tag = etag(view.version);
@@ -142,6 +151,8 @@ impl EquipmentApi {
     /// Update an equipment's metadata
     ///
     /// Changes name, description, site, line or tags; absent fields stay as they are.
+    /// Needs the `supervisor` role; moving a machine needs a scope covering both its old
+    /// and its new line.
     #[oai(
         path = "/v1/equipment/:id",
         method = "patch",
@@ -150,6 +161,7 @@ impl EquipmentApi {
     async fn update(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         body: Json<UpdateEquipment>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
@@ -159,16 +171,17 @@ impl EquipmentApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
+        let who = caller.require(Operation::Update)?;
         let id = parse_id(id.0.into_inner())?;
-        let (patch, by) = body.0.into_domain()?;
-        let action = Action::UpdateMetadata(patch);
-        let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
+        let action = Action::UpdateMetadata(body.0.into_domain()?);
+        let command = api_command(id, action, who, if_match.0.as_deref(), idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 
     /// Decommission an equipment
     ///
-    /// The machine keeps its history but refuses further changes.
+    /// The machine keeps its history but refuses further changes. Needs the `admin` role
+    /// and a scope covering the machine.
     #[oai(
         path = "/v1/equipment/:id",
         method = "delete",
@@ -177,6 +190,7 @@ impl EquipmentApi {
     async fn decommission(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
@@ -184,16 +198,13 @@ impl EquipmentApi {
         /// Makes a retry safe: the same key gives the same answer and at most one event.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
-        /// Who decommissions it (default `api`).
-        #[oai(validator(max_length = 128))]
-        updated_by: Query<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
+        let who = caller.require(Operation::Decommission)?;
         let id = parse_id(id.0.into_inner())?;
-        let by = updated_by.0.unwrap_or_else(|| "api".into());
         let command = api_command(
             id,
             Action::Decommission,
-            by,
+            who,
             if_match.0.as_deref(),
             idempotency_key.0,
         )?;

@@ -11,10 +11,12 @@ use poem_openapi::{
     payload::Json,
 };
 
+use super::auth::Caller;
 use super::models::{HistoryEntry, HistoryPage, status_from_str};
 use super::problem::ApiError;
 use super::token::Token;
 use super::{ApiTags, AppState, parse_id};
+use crate::auth::Operation;
 use crate::history::queries::{self, HistoryFilter};
 
 /// Answer with a page of history.
@@ -39,9 +41,11 @@ impl HistoryApi {
         method = "get",
         operation_id = "getHistory"
     )]
+    #[allow(clippy::too_many_arguments)] // one argument per request part
     async fn history(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         /// Earliest `recorded_at`, inclusive.
         from: Query<Option<DateTime<Utc>>>,
@@ -56,6 +60,7 @@ impl HistoryApi {
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<History, ApiError> {
+        caller.require(Operation::Read)?;
         let id = parse_id(id.0.into_inner())?;
         let after_version = match cursor.0 {
             Some(c) => Some(

@@ -20,10 +20,12 @@ use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{OpenApi, param::Header, param::Query};
 use tokio::sync::{broadcast, mpsc};
 
+use super::auth::StreamCaller;
 use super::models::LiveEvent;
 use super::problem::ApiError;
 use super::token::Token;
 use super::{ApiTags, AppState};
+use crate::auth::Operation;
 use crate::live::hub::{LiveFilter, LiveItem, Start};
 
 /// How long a new client waits for a node that just started to read the floor's state.
@@ -111,11 +113,13 @@ impl LiveApi {
     /// a `change` event per accepted change, as soon as it is persisted. Filters combine.
     /// Reconnect with `Last-Event-ID` (browsers do it by themselves) to get exactly the
     /// changes missed, without a new snapshot, then `ready` once caught up. Keep-alive
-    /// comments every 15 seconds (`--sse-heartbeat-secs`).
+    /// comments every 15 seconds (`--sse-heartbeat-secs`). Browsers' `EventSource` cannot
+    /// send headers: it may pass the token as `access_token` instead.
     #[oai(path = "/v1/live", method = "get", operation_id = "watchLive")]
     async fn live(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: StreamCaller,
         /// Only machines of this site.
         site: Query<Option<Token>>,
         /// Only machines of this line.
@@ -126,6 +130,7 @@ impl LiveApi {
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
     ) -> Result<EventStream<BoxStream<'static, LiveFrame>>, ApiError> {
+        caller.caller().require(Operation::Read)?;
         let resume = match last_event_id.0.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(raw) => Some(raw.parse::<u64>().map_err(|_| {

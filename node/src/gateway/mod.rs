@@ -2,7 +2,12 @@
 //! middleware every request passes (body limit, errors as `application/problem+json`,
 //! request metrics).
 
+// `ApiError` carries a whole problem document and is returned once per failed request: its
+// size is no cost worth boxing every variant for.
+#![allow(clippy::result_large_err)]
+
 pub mod analytics;
+pub mod auth;
 pub mod cluster;
 pub mod equipment;
 pub mod history;
@@ -67,6 +72,8 @@ pub struct AppState {
     pub sse_heartbeat: Duration,
     pub draining: AtomicBool,
     pub node_id: String,
+    /// Token verification and the per-token rate limit.
+    pub auth: crate::auth::Auth,
 }
 
 /// The outcome of a command, as the API presents it.
@@ -117,10 +124,12 @@ impl AppState {
 }
 
 /// Builds a command from an API request's parts and its `If-Match` / `Idempotency-Key`.
+/// The caller's identity is the change's `updated_by`, and its scope travels to the owning
+/// actor, which checks it against the machine's site and line.
 pub fn api_command(
     id: EquipmentId,
     action: Action,
-    updated_by: String,
+    caller: &crate::auth::Principal,
     if_match: Option<&str>,
     idempotency_key: Option<String>,
 ) -> Result<Command, ApiError> {
@@ -129,9 +138,10 @@ pub fn api_command(
         action,
         command_id: parse_key(idempotency_key)?,
         expected_version: parse_if_match(if_match)?,
-        updated_by,
+        updated_by: caller.subject.clone(),
         source: eq_actors::Source::Api,
         ingest: None,
+        scope: caller.command_scope(),
     })
 }
 
@@ -311,8 +321,50 @@ async fn limit_body<E: Endpoint>(
     if total > max {
         return Ok(too_large(max));
     }
+    let is_json = req
+        .content_type()
+        .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+    if is_json && json_depth(&kept) > MAX_JSON_DEPTH {
+        return Ok(problem_response(
+            400,
+            "json_too_deep",
+            format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     req.set_body(kept);
     next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Deepest JSON nesting a body may have (the API's own bodies need 2): refused before any
+/// parser walks it.
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped; the text need
+/// not be valid: the parser judges that afterwards).
+pub fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// 413, and the connection is closed: the unread rest of the body cannot be skipped, so
@@ -370,4 +422,28 @@ async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Respon
         tracing::warn!(%method, path, status, elapsed_ms = elapsed.as_millis() as u64, "slow request");
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth(br#"{"status":"red"}"#), 1);
+        assert_eq!(json_depth(br#"{"tags":["a","b"]}"#), 2);
+        assert_eq!(json_depth(br#"{"note":"[[[{{{\"[[["}"#), 1);
+        assert_eq!(json_depth(br#"{"note":"\\","x":[[1]]}"#), 3);
+        let deep = "[".repeat(100_000);
+        assert_eq!(json_depth(deep.as_bytes()), 100_000);
+        assert_eq!(json_depth(b"not json"), 0);
+    }
+
+    #[test]
+    fn if_match_accepts_the_etag_forms() {
+        assert_eq!(parse_if_match(Some("\"5\"")).unwrap(), Some(Version(5)));
+        assert_eq!(parse_if_match(Some("W/\"5\"")).unwrap(), Some(Version(5)));
+        assert_eq!(parse_if_match(Some("*")).unwrap(), None);
+        assert!(parse_if_match(Some("five")).is_err());
+    }
 }

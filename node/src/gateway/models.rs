@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use eq_actors::domain::{
-    self, EquipmentId, InvalidField, Line, MAX_ACTOR_LEN, MAX_DESCRIPTION_LEN, MAX_NAME_LEN,
-    MAX_NOTE_LEN, ReasonCode, Site,
+    self, EquipmentId, InvalidField, Line, MAX_DESCRIPTION_LEN, MAX_NAME_LEN, MAX_NOTE_LEN,
+    ReasonCode, Site,
 };
 use eq_actors::equipment::{Equipment, MetadataPatch, Registration, StatusChange};
 use poem_openapi::{Enum, Object};
@@ -166,9 +166,6 @@ pub struct RegisterEquipment {
     pub tags: Vec<String>,
     /// Initial status (default `yellow`: registered, not yet reporting).
     pub status: Option<Status>,
-    /// Who registers it (default `api`).
-    #[oai(validator(max_length = 128))]
-    pub updated_by: Option<String>,
 }
 
 impl poem_openapi::types::Example for RegisterEquipment {
@@ -181,14 +178,13 @@ impl poem_openapi::types::Example for RegisterEquipment {
             line: Token("line-1".into()),
             tags: vec!["press".into()],
             status: Some(Status::Yellow),
-            updated_by: Some("supervisor-2".into()),
         }
     }
 }
 
 impl RegisterEquipment {
     /// Validates into the domain's id and registration.
-    pub fn into_domain(self) -> Result<(EquipmentId, Registration, String), InvalidField> {
+    pub fn into_domain(self) -> Result<(EquipmentId, Registration), InvalidField> {
         let id = EquipmentId::parse(self.id.into_inner())?;
         domain::check_text("name", &self.name, MAX_NAME_LEN)?;
         if self.name.trim().is_empty() {
@@ -196,7 +192,6 @@ impl RegisterEquipment {
         }
         domain::check_text("description", &self.description, MAX_DESCRIPTION_LEN)?;
         domain::check_tags(&self.tags)?;
-        let by = actor_name(self.updated_by)?;
         Ok((
             id,
             Registration {
@@ -207,7 +202,6 @@ impl RegisterEquipment {
                 tags: self.tags,
                 status: self.status.map_or(domain::Status::Yellow, Into::into),
             },
-            by,
         ))
     }
 }
@@ -224,8 +218,6 @@ pub struct UpdateEquipment {
     pub line: Option<Token>,
     #[oai(validator(max_items = 32))]
     pub tags: Option<Vec<String>>,
-    #[oai(validator(max_length = 128))]
-    pub updated_by: Option<String>,
 }
 
 impl poem_openapi::types::Example for UpdateEquipment {
@@ -236,13 +228,12 @@ impl poem_openapi::types::Example for UpdateEquipment {
             site: None,
             line: Some(Token("line-2".into())),
             tags: None,
-            updated_by: Some("supervisor-2".into()),
         }
     }
 }
 
 impl UpdateEquipment {
-    pub fn into_domain(self) -> Result<(MetadataPatch, String), InvalidField> {
+    pub fn into_domain(self) -> Result<MetadataPatch, InvalidField> {
         if let Some(name) = &self.name {
             domain::check_text("name", name, MAX_NAME_LEN)?;
             if name.trim().is_empty() {
@@ -255,17 +246,13 @@ impl UpdateEquipment {
         if let Some(tags) = &self.tags {
             domain::check_tags(tags)?;
         }
-        let by = actor_name(self.updated_by)?;
-        Ok((
-            MetadataPatch {
-                name: self.name,
-                description: self.description,
-                site: self.site.map(|t| Site::parse(t.into_inner())).transpose()?,
-                line: self.line.map(|t| Line::parse(t.into_inner())).transpose()?,
-                tags: self.tags,
-            },
-            by,
-        ))
+        Ok(MetadataPatch {
+            name: self.name,
+            description: self.description,
+            site: self.site.map(|t| Site::parse(t.into_inner())).transpose()?,
+            line: self.line.map(|t| Line::parse(t.into_inner())).transpose()?,
+            tags: self.tags,
+        })
     }
 }
 
@@ -279,9 +266,6 @@ pub struct SetStatus {
     /// Free text, at most 1000 characters.
     #[oai(validator(max_length = 1000))]
     pub note: Option<String>,
-    /// Who sets it (default `api`).
-    #[oai(validator(max_length = 128))]
-    pub updated_by: Option<String>,
     /// When it happened by the client's clock (may be wrong; flagged if implausible).
     pub occurred_at: Option<DateTime<Utc>>,
 }
@@ -292,40 +276,26 @@ impl poem_openapi::types::Example for SetStatus {
             status: Status::Red,
             reason: Some(Token("jam".into())),
             note: Some("clay jammed in the mould".into()),
-            updated_by: Some("operator-7".into()),
             occurred_at: None,
         }
     }
 }
 
 impl SetStatus {
-    pub fn into_domain(self) -> Result<(StatusChange, String), InvalidField> {
+    pub fn into_domain(self) -> Result<StatusChange, InvalidField> {
         if let Some(note) = &self.note {
             domain::check_text("note", note, MAX_NOTE_LEN)?;
         }
-        let by = actor_name(self.updated_by)?;
-        Ok((
-            StatusChange {
-                status: self.status.into(),
-                reason: self
-                    .reason
-                    .map(|t| ReasonCode::parse(t.into_inner()))
-                    .transpose()?,
-                note: self.note,
-                occurred_at: self.occurred_at,
-            },
-            by,
-        ))
+        Ok(StatusChange {
+            status: self.status.into(),
+            reason: self
+                .reason
+                .map(|t| ReasonCode::parse(t.into_inner()))
+                .transpose()?,
+            note: self.note,
+            occurred_at: self.occurred_at,
+        })
     }
-}
-
-pub(super) fn actor_name(value: Option<String>) -> Result<String, InvalidField> {
-    let by = value.unwrap_or_else(|| "api".to_string());
-    if by.trim().is_empty() {
-        return Err(InvalidField::new("updated_by", "must not be blank"));
-    }
-    domain::check_text("updated_by", &by, MAX_ACTOR_LEN)?;
-    Ok(by)
 }
 
 /// A page of equipment.

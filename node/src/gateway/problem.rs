@@ -4,6 +4,8 @@
 use eq_actors::equipment::{CommandError, Rejection};
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
+use crate::auth::Refusal;
+
 /// A problem detail (`application/problem+json`).
 #[derive(Debug, Clone, Object)]
 pub struct Problem {
@@ -35,6 +37,8 @@ impl Problem {
 fn title_of(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -43,6 +47,7 @@ fn title_of(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         422 => "Unprocessable Content",
         428 => "Precondition Required",
+        429 => "Too Many Requests",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ if status >= 500 => "Internal Server Error",
@@ -58,6 +63,13 @@ pub enum ApiError {
     /// invalid path or header).
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
+    /// No valid bearer token: missing, malformed, forged, expired, or for another audience.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token's role may not do this, or the machine is outside the token's site/line
+    /// scope.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
     /// The equipment does not exist.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
@@ -71,16 +83,52 @@ pub enum ApiError {
     /// The request parses but breaks a rule (a field too long, a reason required, …).
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
+    /// The body is larger than the gateway accepts (`--max-body-bytes`).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    TooLarge(Json<Problem>),
+    /// This token made too many requests; retry after the given number of seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u32),
     /// The event store or the owning shard is not reachable right now; retry after the
     /// given number of seconds (with the same `Idempotency-Key`).
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
 }
 
-/// Turns poem-openapi's request parsing errors into a 400 problem.
+/// Turns poem-openapi's request extraction errors into a problem: the bearer check's
+/// refusals (401, 429), anything else a 400.
 fn bad_request(err: poem::Error) -> ApiError {
+    if let Some(refusal) = err.downcast_ref::<Refusal>() {
+        return refusal.clone().into();
+    }
+    if err.status() == poem::http::StatusCode::UNAUTHORIZED {
+        return ApiError::unauthorized(
+            "token_missing",
+            "this operation needs an `Authorization: Bearer <token>` header",
+        );
+    }
     metrics::counter!("eq_http_rejects_total", "code" => "bad_request").increment(1);
     ApiError::BadRequest(Json(Problem::new(400, "bad_request", err.to_string())))
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unauthenticated(e) => ApiError::unauthorized(e.code(), e.to_string()),
+            Refusal::RateLimited(wait) => {
+                count("rate_limited");
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+                ApiError::TooManyRequests(
+                    Json(Problem::new(
+                        429,
+                        "rate_limited",
+                        format!("too many requests with this token: retry in {secs} s"),
+                    )),
+                    secs,
+                )
+            }
+        }
+    }
 }
 
 impl ApiError {
@@ -92,6 +140,24 @@ impl ApiError {
     pub fn unprocessable(code: &str, detail: impl Into<String>) -> Self {
         count(code);
         ApiError::Unprocessable(Json(Problem::new(422, code, detail)))
+    }
+
+    /// 401, with the `WWW-Authenticate` challenge of RFC 6750.
+    pub fn unauthorized(code: &str, detail: impl Into<String>) -> Self {
+        count(code);
+        let detail = detail.into();
+        // RFC 6750 §3: no error code when the request carried no token at all.
+        let challenge = if code == "token_missing" {
+            "Bearer realm=\"equipment-live\""
+        } else {
+            "Bearer realm=\"equipment-live\", error=\"invalid_token\""
+        };
+        ApiError::Unauthorized(Json(Problem::new(401, code, detail)), challenge.to_string())
+    }
+
+    pub fn forbidden(code: &str, detail: impl Into<String>) -> Self {
+        count(code);
+        ApiError::Forbidden(Json(Problem::new(403, code, detail)))
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -143,6 +209,7 @@ impl From<CommandError> for ApiError {
                 Rejection::ReasonRequired | Rejection::EmptyUpdate => {
                     ApiError::Unprocessable(problem(422))
                 }
+                Rejection::OutOfScope => ApiError::Forbidden(problem(403)),
             },
             CommandError::Fenced
             | CommandError::Unavailable(_)

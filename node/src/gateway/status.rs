@@ -10,11 +10,13 @@ use poem_openapi::{
     payload::Json,
 };
 
+use super::auth::Caller;
 use super::equipment::CommandResult;
 use super::models::SetStatus;
 use super::problem::ApiError;
 use super::token::Token;
 use super::{ApiTags, AppState, api_command, parse_id};
+use crate::auth::Operation;
 
 /// Operations of this tag (state comes from the request's data).
 pub struct StatusApi;
@@ -25,7 +27,9 @@ impl StatusApi {
     ///
     /// Green, yellow or red, with an optional reason code and note. Answers once the change
     /// is persisted in JetStream. With `If-Match`, 412 if the version moved on; with
-    /// `Idempotency-Key`, a retry gets the same answer and writes nothing.
+    /// `Idempotency-Key`, a retry gets the same answer and writes nothing. Needs the
+    /// `operator` role and a scope covering the machine's site and line; `updated_by` is
+    /// the token's subject.
     #[oai(
         path = "/v1/equipment/:id/status",
         method = "put",
@@ -34,6 +38,7 @@ impl StatusApi {
     async fn set_status(
         &self,
         state: Data<&Arc<AppState>>,
+        caller: Caller,
         id: Path<Token>,
         body: Json<SetStatus>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
@@ -43,10 +48,10 @@ impl StatusApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<CommandResult, ApiError> {
+        let who = caller.require(Operation::SetStatus)?;
         let id = parse_id(id.0.into_inner())?;
-        let (change, by) = body.0.into_domain()?;
-        let action = Action::SetStatus(change);
-        let command = api_command(id, action, by, if_match.0.as_deref(), idempotency_key.0)?;
+        let action = Action::SetStatus(body.0.into_domain()?);
+        let command = api_command(id, action, who, if_match.0.as_deref(), idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 }

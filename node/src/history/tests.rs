@@ -37,6 +37,7 @@ fn command(id: &EquipmentId, action: Action) -> Command {
         updated_by: "prop".into(),
         source: Source::Api,
         ingest: None,
+        scope: None,
     }
 }
 

@@ -84,7 +84,7 @@ fn probe(
         .map(|(n, id)| {
             let (gateways, stop) = (gateways.clone(), stop.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::new();
+                let http = eq_tests::auth::admin_http();
                 let mut log = Vec::new();
                 let mut i = n;
                 while !stop.load(Ordering::Relaxed) {
