@@ -182,6 +182,7 @@ impl TokenKeys {
 
     /// Checks a token and returns who is calling.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        check_algorithm(token)?;
         let mut last = TokenError::BadSignature;
         for key in &self.verifying {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
@@ -221,6 +222,25 @@ impl TokenKeys {
             &claims,
             &self.signing,
         )?)
+    }
+}
+
+/// Reads the header's `alg` before anything else: `none`, an asymmetric algorithm (the
+/// key-confusion attack) or another HMAC are refused as such, whatever the rest holds.
+fn check_algorithm(token: &str) -> Result<(), TokenError> {
+    let header = token
+        .split('.')
+        .next()
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .ok_or_else(|| TokenError::Malformed("not a JWT (header.claims.signature)".into()))?;
+    match header.get("alg").and_then(|a| a.as_str()) {
+        Some("HS256") => Ok(()),
+        _ => Err(TokenError::WrongAlgorithm),
     }
 }
 
@@ -381,7 +401,7 @@ mod tests {
         };
         let header = serde_json::json!({"alg": "none", "typ": "JWT"});
         let unsigned = format!("{}.{}.", b64(&header), b64(&claims()));
-        assert!(keys().verify(&unsigned).is_err());
+        assert_eq!(keys().verify(&unsigned), Err(TokenError::WrongAlgorithm));
         for garbage in ["", "abc", "a.b.c", "...."] {
             assert!(keys().verify(garbage).is_err(), "{garbage:?}");
         }

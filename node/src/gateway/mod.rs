@@ -385,6 +385,9 @@ fn too_large(max: usize) -> Response {
 /// Turns any error that escaped the handlers into a problem; a problem already built by a
 /// handler passes through unchanged.
 async fn to_problem(err: poem::Error) -> Response {
+    if let Some(refused) = problem::auth_refusal(&err) {
+        return refused.into_response();
+    }
     let status = err.status();
     let detail = err.to_string();
     let response = err.into_response();

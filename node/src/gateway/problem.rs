@@ -98,17 +98,25 @@ pub enum ApiError {
 /// Turns poem-openapi's request extraction errors into a problem: the bearer check's
 /// refusals (401, 429), anything else a 400.
 fn bad_request(err: poem::Error) -> ApiError {
-    if let Some(refusal) = err.downcast_ref::<Refusal>() {
-        return refusal.clone().into();
-    }
-    if err.status() == poem::http::StatusCode::UNAUTHORIZED {
-        return ApiError::unauthorized(
-            "token_missing",
-            "this operation needs an `Authorization: Bearer <token>` header",
-        );
+    if let Some(refused) = auth_refusal(&err) {
+        return refused;
     }
     metrics::counter!("eq_http_rejects_total", "code" => "bad_request").increment(1);
     ApiError::BadRequest(Json(Problem::new(400, "bad_request", err.to_string())))
+}
+
+/// The problem for an error of the bearer check (a refused or a missing token), which
+/// poem-openapi raises before the handler runs.
+pub fn auth_refusal(err: &poem::Error) -> Option<ApiError> {
+    if let Some(refusal) = err.downcast_ref::<Refusal>() {
+        return Some(refusal.clone().into());
+    }
+    (err.status() == poem::http::StatusCode::UNAUTHORIZED).then(|| {
+        ApiError::unauthorized(
+            "token_missing",
+            "this operation needs an `Authorization: Bearer <token>` header",
+        )
+    })
 }
 
 impl From<Refusal> for ApiError {

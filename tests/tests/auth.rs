@@ -1,0 +1,543 @@
+//! Who may do what, through a real node: every role × operation × scope, tokens that must be
+//! refused (forged, expired, foreign, `alg: none`), `updated_by` from the token, the
+//! per-token rate limit, and a body nested too deep. A refused request changes nothing.
+
+use std::time::Duration;
+
+use eq_node::auth::Role;
+use eq_tests::auth::{admin_token, token};
+use eq_tests::postgres::DbKind;
+use eq_tests::{ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+struct Floor {
+    node: NodeProcess,
+    _db: TestDatabase,
+    _nats: NatsServer,
+}
+
+/// A node with machines `a-1`, `a-2` (on plant1/line-a) and `b-1` (plant1/line-b).
+async fn floor(options: impl FnOnce(NodeOptions) -> NodeOptions) -> Floor {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let node = NodeProcess::start(options(NodeOptions::new(nats.url(), db.url.clone()))).await;
+    let admin = node.client();
+    for (id, line) in [("a-1", "line-a"), ("a-2", "line-a"), ("b-1", "line-b")] {
+        let answer = admin.register(id, "plant1", line).await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+    }
+    Floor {
+        node,
+        _db: db,
+        _nats: nats,
+    }
+}
+
+/// The callers of the matrix.
+fn callers() -> Vec<(&'static str, String)> {
+    vec![
+        ("viewer", token("wall-1", Role::Viewer, &["*"])),
+        (
+            "operator-a",
+            token("olga", Role::Operator, &["plant1/line-a"]),
+        ),
+        ("operator-plant", token("otto", Role::Operator, &["plant1"])),
+        (
+            "supervisor-a",
+            token("sue", Role::Supervisor, &["plant1/line-a"]),
+        ),
+        (
+            "supervisor-plant",
+            token("sam", Role::Supervisor, &["plant1"]),
+        ),
+        ("admin-a", token("ada", Role::Admin, &["plant1/line-a"])),
+        ("admin-all", admin_token().to_string()),
+        ("admin-other-plant", token("alf", Role::Admin, &["plant2"])),
+    ]
+}
+
+/// One request of the matrix: what it is, and how to send it.
+struct Case {
+    what: &'static str,
+    send: fn(&ApiClient, usize) -> reqwest::RequestBuilder,
+    /// Callers allowed to do it (all others must get 403).
+    allowed: &'static [&'static str],
+    /// Status of an allowed request.
+    ok: u16,
+}
+
+fn cases() -> Vec<Case> {
+    const EVERYONE: &[&str] = &[
+        "viewer",
+        "operator-a",
+        "operator-plant",
+        "supervisor-a",
+        "supervisor-plant",
+        "admin-a",
+        "admin-all",
+        "admin-other-plant",
+    ];
+    vec![
+        Case {
+            what: "read a machine of line b",
+            send: |c, _| c.http().get(c.url("/v1/equipment/b-1")),
+            allowed: EVERYONE,
+            ok: 200,
+        },
+        Case {
+            what: "read the history and reports",
+            send: |c, _| c.http().get(c.url("/v1/reports/availability")),
+            allowed: EVERYONE,
+            ok: 200,
+        },
+        Case {
+            what: "set the status of a machine of line a",
+            send: |c, n| {
+                let status = ["red", "green"][n % 2];
+                c.http()
+                    .put(c.url("/v1/equipment/a-1/status"))
+                    .json(&json!({"status": status, "reason": "jam"}))
+            },
+            allowed: &[
+                "operator-a",
+                "operator-plant",
+                "supervisor-a",
+                "supervisor-plant",
+                "admin-a",
+                "admin-all",
+            ],
+            ok: 200,
+        },
+        Case {
+            what: "set the status of a machine of line b",
+            send: |c, n| {
+                let status = ["red", "green"][n % 2];
+                c.http()
+                    .put(c.url("/v1/equipment/b-1/status"))
+                    .json(&json!({"status": status, "reason": "jam"}))
+            },
+            allowed: &["operator-plant", "supervisor-plant", "admin-all"],
+            ok: 200,
+        },
+        Case {
+            what: "register a machine on line a",
+            send: |c, n| {
+                c.http().post(c.url("/v1/equipment")).json(&json!({
+                    "id": format!("new-a-{n}"), "name": "New", "site": "plant1", "line": "line-a"
+                }))
+            },
+            allowed: &["supervisor-a", "supervisor-plant", "admin-a", "admin-all"],
+            ok: 201,
+        },
+        Case {
+            what: "register a machine on line b",
+            send: |c, n| {
+                c.http().post(c.url("/v1/equipment")).json(&json!({
+                    "id": format!("new-b-{n}"), "name": "New", "site": "plant1", "line": "line-b"
+                }))
+            },
+            allowed: &["supervisor-plant", "admin-all"],
+            ok: 201,
+        },
+        Case {
+            what: "rename a machine of line a",
+            send: |c, n| {
+                c.http()
+                    .patch(c.url("/v1/equipment/a-2"))
+                    .json(&json!({"name": format!("Press {n}")}))
+            },
+            allowed: &["supervisor-a", "supervisor-plant", "admin-a", "admin-all"],
+            ok: 200,
+        },
+        Case {
+            what: "move a machine from line a to line b",
+            send: |c, n| {
+                c.http()
+                    .patch(c.url(&format!("/v1/equipment/m-{n}")))
+                    .json(&json!({"line": "line-b"}))
+            },
+            allowed: &["supervisor-plant", "admin-all"],
+            ok: 200,
+        },
+        Case {
+            what: "decommission a machine of line a",
+            send: |c, n| c.http().delete(c.url(&format!("/v1/equipment/d-{n}"))),
+            allowed: &["admin-a", "admin-all"],
+            ok: 200,
+        },
+        Case {
+            what: "see the cluster",
+            send: |c, _| c.http().get(c.url("/v1/cluster")),
+            allowed: &["admin-all"],
+            ok: 200,
+        },
+        Case {
+            what: "correct the reason of a stop on line b",
+            send: |c, n| {
+                c.http()
+                    .put(c.url("/v1/equipment/b-stop/stops/2/reason"))
+                    .json(&json!({"reason": format!("tooling-{n}")}))
+            },
+            allowed: &["supervisor-plant", "admin-all"],
+            ok: 200,
+        },
+    ]
+}
+
+async fn version_of(admin: &ApiClient, id: &str) -> u64 {
+    admin.get(id).await.version()
+}
+
+#[tokio::test]
+async fn each_role_may_do_what_its_role_and_scope_allow_and_nothing_else() {
+    let f = floor(|o| o).await;
+    let admin = f.node.client();
+    // A past stop on line b, for the reason correction (version 2 red, version 3 green).
+    admin.register("b-stop", "plant1", "line-b").await;
+    for status in ["red", "green"] {
+        let answer = admin
+            .set_status("b-stop", json!({"status": status}))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    // Per caller, a machine of line a to move (`m-<n>`) and one to decommission (`d-<n>`).
+    let callers = callers();
+    for n in 0..callers.len() {
+        for prefix in ["m", "d"] {
+            let answer = admin
+                .register(&format!("{prefix}-{n}"), "plant1", "line-a")
+                .await;
+            assert_eq!(answer.status, 201);
+        }
+    }
+    let registered = 3 + 3 + 2 * callers.len() as u64;
+    admin
+        .wait_history_written(registered, Duration::from_secs(30))
+        .await;
+
+    let mut allowed_changes_of_b1 = 0;
+    let mut matrix = Vec::new();
+    for case in cases() {
+        for (n, (who, token)) in callers.iter().enumerate() {
+            let client = ApiClient::with_token(f.node.base_url(), token);
+            let answer = client.send((case.send)(&client, n)).await.unwrap();
+            let allowed = case.allowed.contains(who);
+            let expected = if allowed { case.ok } else { 403 };
+            matrix.push(format!(
+                "{:<48} {who:<18} {} (expected {expected})",
+                case.what, answer.status
+            ));
+            assert_eq!(
+                answer.status, expected,
+                "{who} / {}: {:?}",
+                case.what, answer.body
+            );
+            if allowed {
+                if case.what == "set the status of a machine of line b" {
+                    allowed_changes_of_b1 += 1;
+                }
+            } else {
+                assert!(answer.is_problem(), "{:?}", answer.body);
+                let code = answer.body["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["role_forbidden", "scope_forbidden", "out_of_scope"].contains(&code),
+                    "{who} / {}: {code}",
+                    case.what
+                );
+            }
+        }
+    }
+    println!("{}", matrix.join("\n"));
+    // Refused requests changed nothing: b-1 moved exactly once per allowed status change.
+    assert_eq!(version_of(&admin, "b-1").await, 1 + allowed_changes_of_b1);
+    for n in 0..callers.len() {
+        let id = format!("new-b-{n}");
+        let exists = admin.get(&id).await.status == 200;
+        let (who, _) = &callers[n];
+        assert_eq!(
+            exists,
+            ["supervisor-plant", "admin-all"].contains(who),
+            "{id}"
+        );
+    }
+
+    // The drain needs an admin scoped everywhere (last: it stops the node).
+    for (who, token) in &callers {
+        if *who == "admin-all" {
+            continue;
+        }
+        let client = ApiClient::with_token(f.node.base_url(), token);
+        let answer = client
+            .send(client.http().post(client.url("/v1/admin/drain")))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 403, "{who}");
+    }
+    assert!(admin.ready().await, "refused drains leave the node up");
+    let answer = admin
+        .send(admin.http().post(admin.url("/v1/admin/drain")))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 202);
+}
+
+#[tokio::test]
+async fn changes_are_recorded_under_the_token_subject_never_the_body() {
+    let f = floor(|o| o).await;
+    let olga = ApiClient::with_token(
+        f.node.base_url(),
+        &token("olga", Role::Operator, &["plant1/line-a"]),
+    );
+    let answer = olga
+        .set_status(
+            "a-1",
+            json!({"status": "red", "reason": "jam", "updated_by": "somebody-else"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["updated_by"], "olga");
+    let admin = f.node.client();
+    admin
+        .wait_history_written(3 + 1, Duration::from_secs(30))
+        .await;
+    let history = admin.history("a-1").await;
+    assert_eq!(history.last().unwrap()["updated_by"], "olga");
+    assert_eq!(history.first().unwrap()["updated_by"], "test-admin");
+}
+
+/// Tokens signed with the node's key but wrong in one way, and tokens not signed with it.
+fn refused_tokens() -> Vec<(&'static str, String, &'static str)> {
+    let key = std::fs::read(eq_tests::auth::key_file()).unwrap();
+    let key = key.trim_ascii();
+    let now = chrono::Utc::now().timestamp();
+    let claims = |patch: Value| {
+        let mut c = json!({
+            "sub": "mallory", "aud": "equipment-live", "exp": now + 600, "iat": now,
+            "role": "admin", "scopes": ["*"],
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let sign = |alg, c: Value, key: &[u8]| {
+        jsonwebtoken::encode(&Header::new(alg), &c, &EncodingKey::from_secret(key)).unwrap()
+    };
+    let b64 = |v: Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let good = sign(Algorithm::HS256, claims(json!({})), key);
+    let mut tampered = good.clone();
+    tampered.replace_range(tampered.len() - 4.., "AAAA");
+    vec![
+        (
+            "signed with another key",
+            sign(
+                Algorithm::HS256,
+                claims(json!({})),
+                b"not-the-installation-key-but-long-enough",
+            ),
+            "token_bad_signature",
+        ),
+        ("tampered signature", tampered, "token_bad_signature"),
+        (
+            "expired an hour ago",
+            sign(Algorithm::HS256, claims(json!({"exp": now - 3600})), key),
+            "token_expired",
+        ),
+        (
+            "for another audience",
+            sign(Algorithm::HS256, claims(json!({"aud": "mes"})), key),
+            "token_wrong_audience",
+        ),
+        (
+            "without an audience",
+            sign(Algorithm::HS256, claims(json!({"aud": null})), key),
+            "token_bad_claims",
+        ),
+        (
+            "without an expiry",
+            sign(Algorithm::HS256, claims(json!({"exp": null})), key),
+            "token_bad_claims",
+        ),
+        (
+            "an unknown role",
+            sign(Algorithm::HS256, claims(json!({"role": "root"})), key),
+            "token_bad_claims",
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(json!({"alg": "none", "typ": "JWT"})),
+                b64(claims(json!({})))
+            ),
+            "token_wrong_algorithm",
+        ),
+        (
+            "HS512 with the right key",
+            sign(Algorithm::HS512, claims(json!({})), key),
+            "token_wrong_algorithm",
+        ),
+        ("not a JWT", "hello".to_string(), "token_malformed"),
+    ]
+}
+
+#[tokio::test]
+async fn forged_expired_and_missing_tokens_get_401_and_change_nothing() {
+    let f = floor(|o| o).await;
+    let admin = f.node.client();
+    let http = reqwest::Client::new();
+    let url = admin.url("/v1/equipment/a-1/status");
+    let body = json!({"status": "red", "reason": "jam"});
+    let mut requests: Vec<(String, reqwest::RequestBuilder, &str)> = refused_tokens()
+        .into_iter()
+        .map(|(what, token, code)| {
+            (
+                what.to_string(),
+                http.put(&url).bearer_auth(token).json(&body),
+                code,
+            )
+        })
+        .collect();
+    requests.push((
+        "no Authorization header".into(),
+        http.put(&url).json(&body),
+        "token_missing",
+    ));
+    requests.push((
+        "Basic instead of Bearer".into(),
+        http.put(&url)
+            .basic_auth("admin", Some("admin"))
+            .json(&body),
+        "token_missing",
+    ));
+    let refusals_before = admin
+        .metric_sum("eq_http_rejects_total", "code=\"token_")
+        .await;
+    let count = requests.len();
+    for (what, request, code) in requests {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            challenge.starts_with("Bearer realm="),
+            "{what}: {challenge}"
+        );
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{what}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code, "{what}: {problem}");
+    }
+    // The live stream refuses the same way, in the header and in `access_token`.
+    let live = admin.url("/v1/live?access_token=hello");
+    assert_eq!(http.get(&live).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(admin.url("/v1/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(version_of(&admin, "a-1").await, 1, "nothing changed");
+    let refusals = admin
+        .metric_sum("eq_http_rejects_total", "code=\"token_")
+        .await;
+    assert!(
+        refusals - refusals_before >= count as f64,
+        "every refusal is counted ({refusals_before} → {refusals})"
+    );
+    // Open endpoints stay open: probes, metrics and the spec.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(
+            http.get(admin.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let f = floor(|o| {
+        o.arg("--rate-limit-per-sec", 1)
+            .arg("--rate-limit-burst", 3)
+    })
+    .await;
+    let busy = token("busy-tablet", Role::Operator, &["plant1"]);
+    let calm = token("calm-tablet", Role::Operator, &["plant1"]);
+    let http = reqwest::Client::new();
+    let url = f.node.client().url("/v1/equipment/a-1");
+    let get = |token: &str| http.get(&url).bearer_auth(token).send();
+    for _ in 0..3 {
+        assert_eq!(get(&busy).await.unwrap().status(), 200);
+    }
+    let limited = get(&busy).await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let problem: Value = limited.json().await.unwrap();
+    assert_eq!(problem["code"], "rate_limited");
+    assert_eq!(
+        get(&calm).await.unwrap().status(),
+        200,
+        "buckets are per token"
+    );
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(
+        get(&busy).await.unwrap().status(),
+        200,
+        "served again after Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn bodies_nested_too_deep_are_refused_before_parsing() {
+    let f = floor(|o| o).await;
+    let admin = f.node.client();
+    let deep = format!(
+        "{{\"status\":\"red\",\"note\":{}1{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let answer = admin
+        .send(
+            admin
+                .http()
+                .put(admin.url("/v1/equipment/a-1/status"))
+                .header("content-type", "application/json")
+                .body(deep),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["code"], "json_too_deep");
+    assert_eq!(version_of(&admin, "a-1").await, 1);
+}
