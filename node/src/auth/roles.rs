@@ -109,7 +109,10 @@ mod tests {
     fn each_role_may_what_the_table_says() {
         use Operation::*;
         let allowed = |role: Role| -> Vec<Operation> {
-            Operation::ALL.into_iter().filter(|op| role.may(*op)).collect()
+            Operation::ALL
+                .into_iter()
+                .filter(|op| role.may(*op))
+                .collect()
         };
         assert_eq!(allowed(Role::Viewer), vec![Read]);
         assert_eq!(allowed(Role::Operator), vec![Read, SetStatus]);
