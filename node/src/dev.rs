@@ -95,7 +95,8 @@ impl NatsChild {
 pub const DEV_TOKEN_HOURS: u64 = 24 * 7;
 
 /// Gives a dev node a token key (created under the data dir unless `--auth-key-file` names
-/// one) and returns a fresh admin token for it, scoped everywhere.
+/// one) and returns a fresh admin token for it, scoped everywhere; the token is also written
+/// to `<data dir>/auth/dev-admin.token` (owner-only) for scripts and `curl`.
 pub fn ensure_auth(config: &mut crate::NodeConfig) -> anyhow::Result<String> {
     if config.auth_key_file.is_empty() {
         let key = config.data_dir.join("auth").join("token.key");
@@ -107,12 +108,15 @@ pub fn ensure_auth(config: &mut crate::NodeConfig) -> anyhow::Result<String> {
         &config.auth_audience,
         config.auth_issuer.as_deref(),
     )?;
-    keys.mint(
+    let token = keys.mint(
         "dev-admin",
         crate::auth::Role::Admin,
         &eq_actors::scope::Scope::everywhere(),
         Duration::from_secs(DEV_TOKEN_HOURS * 3600),
-    )
+    )?;
+    let path = config.data_dir.join("auth").join("dev-admin.token");
+    crate::auth::tokens::write_private(&path, &token)?;
+    Ok(token)
 }
 
 /// The seed's three brick machines.

@@ -274,20 +274,28 @@ pub fn ensure_key_file(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
     }
+    let mut bytes = [0u8; 48];
+    rand::fill(&mut bytes);
+    write_private(
+        path,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    )
+}
+
+/// Writes a secret to a file only its owner can read (replacing it), creating directories.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut bytes = [0u8; 48];
-    rand::fill(&mut bytes);
-    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating token key {}", path.display()))?;
+        .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{text}")?;
     Ok(())
 }
