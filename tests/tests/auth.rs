@@ -252,10 +252,9 @@ async fn each_role_may_do_what_its_role_and_scope_allow_and_nothing_else() {
     println!("{}", matrix.join("\n"));
     // Refused requests changed nothing: b-1 moved exactly once per allowed status change.
     assert_eq!(version_of(&admin, "b-1").await, 1 + allowed_changes_of_b1);
-    for n in 0..callers.len() {
+    for (n, (who, _)) in callers.iter().enumerate() {
         let id = format!("new-b-{n}");
         let exists = admin.get(&id).await.status == 200;
-        let (who, _) = &callers[n];
         assert_eq!(
             exists,
             ["supervisor-plant", "admin-all"].contains(who),
