@@ -162,6 +162,11 @@ where
     if config.history
         && let Some(db) = db.clone()
     {
+        tasks.spawn(history::maintenance::floor_status_loop(
+            db.clone(),
+            Duration::from_secs(5),
+            workers.clone(),
+        ));
         let keep = Duration::from_secs(config.raw_event_retention_secs);
         tasks.spawn(history::maintenance::retention_loop(
             db,

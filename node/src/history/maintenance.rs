@@ -151,3 +151,31 @@ pub async fn retention_loop(
         }
     }
 }
+
+/// Publishes the floor's status counts as the gauge `eq_equipment_status{status}` (every
+/// node with the history role reports the same numbers: dashboards take the max).
+pub async fn floor_status_loop(
+    db: DatabaseConnection,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match super::queries::status_counts(&db).await {
+            Ok(counts) => {
+                for status in ["green", "yellow", "red"] {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| s == status)
+                        .map_or(0, |(_, n)| *n);
+                    metrics::gauge!("eq_equipment_status", "status" => status).set(n as f64);
+                }
+            }
+            Err(error) => warn!(%error, "counting the floor's statuses failed"),
+        }
+    }
+}

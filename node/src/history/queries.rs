@@ -243,3 +243,16 @@ fn span_of(row: state_interval::Model) -> Option<Span> {
         end_ms: row.end_ms,
     })
 }
+
+/// How many machines in service are in each status (`(status, count)`).
+pub async fn status_counts(db: &DatabaseConnection) -> Result<Vec<(String, i64)>, DbErr> {
+    equipment::Entity::find()
+        .select_only()
+        .column(equipment::Column::Status)
+        .column_as(equipment::Column::Id.count(), "count")
+        .filter(equipment::Column::Decommissioned.eq(false))
+        .group_by(equipment::Column::Status)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await
+}
