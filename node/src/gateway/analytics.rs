@@ -18,7 +18,7 @@ use poem_openapi::{
 use super::auth::Caller;
 use super::equipment::CommandResult;
 use super::problem::ApiError;
-use super::token::Token;
+use super::token::{IdempotencyKey, IfMatch, Token};
 use super::{ApiTags, AppState, api_command, parse_id};
 use crate::auth::Operation;
 use crate::history::analytics::{self, FleetTotals, Scope, Totals, Window};
@@ -39,13 +39,16 @@ pub struct Figures {
     pub planned_stop_seconds: f64,
     /// In service, inside the shifts (if the site has a calendar), less planned stops.
     pub planned_seconds: f64,
-    /// Green / planned time (absent without planned time).
+    /// Green / planned time (null without planned time).
+    #[oai(nullable)]
     pub availability: Option<f64>,
     /// Unplanned stops that began in the window.
     pub stops: u64,
-    /// Mean time to repair: unplanned red time per stop.
+    /// Mean time to repair: unplanned red time per stop (null without stops).
+    #[oai(nullable)]
     pub mttr_seconds: Option<f64>,
-    /// Mean time between failures: planned time not red, per stop.
+    /// Mean time between failures: planned time not red, per stop (null without stops).
+    #[oai(nullable)]
     pub mtbf_seconds: Option<f64>,
 }
 
@@ -72,8 +75,10 @@ pub struct ReasonDowntime {
     /// Reason code; `unqualified` for red without a reason.
     pub reason: String,
     /// Name from the catalogue.
+    #[oai(nullable)]
     pub name: Option<String>,
     /// Group in the catalogue's tree.
+    #[oai(nullable)]
     pub parent: Option<String>,
     /// Planned downtime (catalogue).
     pub planned: bool,
@@ -148,6 +153,7 @@ pub struct DowntimeReport {
 #[derive(Debug, Clone, Object)]
 pub struct CategoryDowntime {
     pub category: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     pub seconds: f64,
     pub stops: u64,
@@ -160,10 +166,12 @@ pub struct StopView {
     /// The version of the event that began the stop: use it to correct the reason.
     pub version: u64,
     pub start: DateTime<Utc>,
-    /// Absent while the machine is still red.
+    /// Null while the machine is still red.
+    #[oai(nullable)]
     pub end: Option<DateTime<Utc>>,
     pub seconds: f64,
-    /// The reason in effect (after corrections); absent: unqualified.
+    /// The reason in effect (after corrections); null: unqualified.
+    #[oai(nullable)]
     pub reason: Option<String>,
     /// Planned downtime (catalogue).
     pub planned: bool,
@@ -182,7 +190,8 @@ pub struct StopList {
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct StopReason {
-    /// A reason code (of the catalogue, if one is configured); absent: unqualified.
+    /// A reason code (of the catalogue, if one is configured); absent or null: unqualified.
+    #[oai(nullable)]
     pub reason: Option<Token>,
 }
 
@@ -227,7 +236,8 @@ impl AnalyticsApi {
     ///
     /// Seconds per status, availability (green / planned time), stops, MTTR and MTBF, and
     /// red time by reason over `[from, to)` (default: the last 24 hours). Planned time is
-    /// the site's shifts when it has a calendar, less planned stops.
+    /// the site's shifts when it has a calendar, less planned stops. `from` must be before
+    /// `to`, at most 400 days apart (400 `invalid_range` otherwise).
     #[oai(
         path = "/v1/equipment/:id/time-in-state",
         method = "get",
@@ -259,7 +269,8 @@ impl AnalyticsApi {
     /// A machine's stops
     ///
     /// The stops (red periods) that began in `[from, to)` (default: the last 24 hours),
-    /// with their reasons after corrections; a stop without a reason is unqualified.
+    /// with their reasons after corrections; a stop without a reason is unqualified. `from`
+    /// must be before `to`, at most 400 days apart (400 `invalid_range` otherwise).
     #[oai(
         path = "/v1/equipment/:id/stops",
         method = "get",
@@ -327,15 +338,17 @@ impl AnalyticsApi {
         state: Data<&Arc<AppState>>,
         caller: Caller,
         id: Path<Token>,
-        /// The stop's `version` (from the stop list).
+        /// The stop's `version` (from the stop list); at most 2^53 - 1, like every version
+        /// (what a JSON number holds exactly).
+        #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
         version: Path<u64>,
         body: Json<StopReason>,
         /// The machine's current version (`ETag`); 412 if it moved on.
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<IfMatch>>,
         /// Makes a retry safe.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<CommandResult, ApiError> {
         let who = caller.require(Operation::CorrectReason)?;
         let id = parse_id(id.0.into_inner())?;
@@ -380,7 +393,7 @@ impl AnalyticsApi {
             stop_version: Version(version.0),
             reason,
         });
-        let command = api_command(id, action, who, if_match.0.as_deref(), idempotency_key.0)?;
+        let command = api_command(id, action, who, if_match.0, idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 
@@ -388,7 +401,8 @@ impl AnalyticsApi {
     ///
     /// Per machine, per line and in total, with stops, MTTR and MTBF, over `[from, to)`
     /// (default: the last 24 hours), for a site and line if given; per shift where sites
-    /// have shift calendars.
+    /// have shift calendars. `from` must be before `to`, at most 400 days apart (400
+    /// `invalid_range` otherwise).
     #[oai(
         path = "/v1/reports/availability",
         method = "get",
@@ -449,7 +463,8 @@ impl AnalyticsApi {
     /// Downtime by reason
     ///
     /// Red time and stops per reason code over `[from, to)` (default: the last 24 hours),
-    /// largest first (a Pareto); `unqualified` collects red time without a reason.
+    /// largest first (a Pareto); `unqualified` collects red time without a reason. `from`
+    /// must be before `to`, at most 400 days apart (400 `invalid_range` otherwise).
     #[oai(
         path = "/v1/reports/downtime",
         method = "get",

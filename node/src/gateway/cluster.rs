@@ -1,10 +1,14 @@
 //! `Cluster` operations: who is in the cluster, who leads, which node owns which shard; and
 //! the admin drain.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use poem::web::Data;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use serde_json::Value;
 
 use super::auth::Caller;
 use super::problem::ApiError;
@@ -32,12 +36,59 @@ pub struct ClusterNode {
 pub struct ClusterStatus {
     /// The node that answered.
     pub node: String,
+    /// Null while there is none.
+    #[oai(nullable)]
     pub leader: Option<String>,
     /// Grows with every change of the assignment.
     pub epoch: u64,
     pub nodes: Vec<ClusterNode>,
     /// `owners[shard]`: the node that owns each shard (null while unassigned).
-    pub owners: Vec<Option<String>>,
+    pub owners: Vec<ShardOwner>,
+}
+
+/// The node that owns a shard, or null.
+#[derive(Debug, Clone)]
+pub struct ShardOwner(pub Option<String>);
+
+impl Type for ShardOwner {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            nullable: true,
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ParseFromJSON for ShardOwner {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::Null => Ok(ShardOwner(None)),
+            Value::String(s) => Ok(ShardOwner(Some(s))),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for ShardOwner {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone().map_or(Value::Null, Value::String))
+    }
 }
 
 #[derive(ApiResponse)]
@@ -89,7 +140,7 @@ impl ClusterApi {
             leader: view.leader,
             epoch: view.assignment.epoch,
             nodes,
-            owners: view.assignment.owners,
+            owners: view.assignment.owners.into_iter().map(ShardOwner).collect(),
         })))
     }
 

@@ -11,9 +11,9 @@ use poem_openapi::{
 };
 
 use super::auth::Caller;
-use super::models::{EquipmentPage, EquipmentView, RegisterEquipment, Status, UpdateEquipment};
+use super::models::{EquipmentPage, EquipmentPatch, EquipmentView, RegisterEquipment, Status};
 use super::problem::ApiError;
-use super::token::Token;
+use super::token::{IdempotencyKey, IfMatch, Token};
 use super::{ApiTags, AppState, CommandAnswer, api_command, etag, parse_id};
 use crate::auth::Operation;
 use crate::history::queries::{self, ListFilter};
@@ -66,7 +66,7 @@ impl EquipmentApi {
         body: Json<RegisterEquipment>,
         /// Makes a retry safe: the same key gives the same answer and at most one event.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<Registered, ApiError> {
         let who = caller.require(Operation::Register)?;
         let (id, registration) = body.0.into_domain()?;
@@ -163,18 +163,18 @@ impl EquipmentApi {
         state: Data<&Arc<AppState>>,
         caller: Caller,
         id: Path<Token>,
-        body: Json<UpdateEquipment>,
+        body: Json<EquipmentPatch>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<IfMatch>>,
         /// Makes a retry safe: the same key gives the same answer and at most one event.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<CommandResult, ApiError> {
         let who = caller.require(Operation::Update)?;
         let id = parse_id(id.0.into_inner())?;
-        let action = Action::UpdateMetadata(body.0.into_domain()?);
-        let command = api_command(id, action, who, if_match.0.as_deref(), idempotency_key.0)?;
+        let action = Action::UpdateMetadata(body.0.0.into_domain()?);
+        let command = api_command(id, action, who, if_match.0, idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 
@@ -194,20 +194,14 @@ impl EquipmentApi {
         id: Path<Token>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<IfMatch>>,
         /// Makes a retry safe: the same key gives the same answer and at most one event.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<CommandResult, ApiError> {
         let who = caller.require(Operation::Decommission)?;
         let id = parse_id(id.0.into_inner())?;
-        let command = api_command(
-            id,
-            Action::Decommission,
-            who,
-            if_match.0.as_deref(),
-            idempotency_key.0,
-        )?;
+        let command = api_command(id, Action::Decommission, who, if_match.0, idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 }

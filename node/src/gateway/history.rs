@@ -14,7 +14,7 @@ use poem_openapi::{
 use super::auth::Caller;
 use super::models::{HistoryEntry, HistoryPage, status_from_str};
 use super::problem::ApiError;
-use super::token::Token;
+use super::token::{Token, VersionCursor};
 use super::{ApiTags, AppState, parse_id};
 use crate::auth::Operation;
 use crate::history::queries::{self, HistoryFilter};
@@ -33,7 +33,8 @@ pub struct HistoryApi;
 impl HistoryApi {
     /// An equipment's history
     ///
-    /// Every accepted change, oldest first, recorded in `[from, to)` (server clock).
+    /// Every accepted change, oldest first, recorded in `[from, to)` (server clock; `from`
+    /// after `to` is 400 `invalid_range`).
     /// Served from the history database: a change appears once the history consumer has
     /// written it.
     #[oai(
@@ -58,14 +59,19 @@ impl HistoryApi {
         )]
         limit: Query<u64>,
         /// `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<VersionCursor>>,
     ) -> Result<History, ApiError> {
         caller.require(Operation::Read)?;
         let id = parse_id(id.0.into_inner())?;
         let after_version = match cursor.0 {
+            // At most 18 digits: `VERSION_CURSOR_PATTERN`, and always an `i64`.
             Some(c) => Some(
-                c.parse::<i64>()
-                    .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not valid"))?,
+                super::parse_digits(c.as_str())
+                    .filter(|_| c.as_str().len() <= 18)
+                    .map(|v| v as i64)
+                    .ok_or_else(|| {
+                        ApiError::bad_request("invalid_cursor", "cursor is not valid")
+                    })?,
             ),
             None => None,
         };

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::auth::StreamCaller;
 use super::models::LiveEvent;
 use super::problem::ApiError;
-use super::token::Token;
+use super::token::{LastEventId, Token};
 use super::{ApiTags, AppState};
 use crate::auth::Operation;
 use crate::live::hub::{LiveFilter, LiveItem, Start};
@@ -128,12 +128,12 @@ impl LiveApi {
         id: Query<Option<Token>>,
         /// The last SSE id received: resume after it.
         #[oai(name = "Last-Event-ID")]
-        last_event_id: Header<Option<String>>,
+        last_event_id: Header<Option<LastEventId>>,
     ) -> Result<EventStream<BoxStream<'static, LiveFrame>>, ApiError> {
         caller.caller().require(Operation::Read)?;
-        let resume = match last_event_id.0.as_deref().map(str::trim) {
+        let resume = match last_event_id.0.as_ref().map(|id| id.as_str().trim()) {
             None | Some("") => None,
-            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+            Some(raw) => Some(super::parse_digits(raw).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_last_event_id",
                     "Last-Event-ID must be a sequence number sent by this stream",

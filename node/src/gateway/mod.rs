@@ -130,14 +130,14 @@ pub fn api_command(
     id: EquipmentId,
     action: Action,
     caller: &crate::auth::Principal,
-    if_match: Option<&str>,
-    idempotency_key: Option<String>,
+    if_match: Option<token::IfMatch>,
+    idempotency_key: Option<token::IdempotencyKey>,
 ) -> Result<Command, ApiError> {
     Ok(Command {
         equipment_id: id,
         action,
-        command_id: parse_key(idempotency_key)?,
-        expected_version: parse_if_match(if_match)?,
+        command_id: parse_key(idempotency_key.map(token::IdempotencyKey::into_inner))?,
+        expected_version: parse_if_match(if_match.as_ref().map(token::IfMatch::as_str))?,
         updated_by: caller.subject.clone(),
         source: eq_actors::Source::Api,
         ingest: None,
@@ -150,7 +150,8 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// Parses `If-Match`: `"5"`, `5` or `W/"5"`; `*` means any version.
+/// Parses `If-Match`: `"5"`, `5` or `W/"5"`; `*` means any version. Accepts exactly what
+/// [`token::IF_MATCH_PATTERN`] documents.
 pub fn parse_if_match(value: Option<&str>) -> Result<Option<Version>, ApiError> {
     let Some(value) = value.map(str::trim) else {
         return Ok(None);
@@ -158,13 +159,28 @@ pub fn parse_if_match(value: Option<&str>) -> Result<Option<Version>, ApiError> 
     if value == "*" {
         return Ok(None);
     }
-    let bare = value.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<u64>().map(|v| Some(Version(v))).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_if_match",
-            "If-Match must be a version ETag such as \"5\"",
-        )
-    })
+    fn quoted(v: &str) -> Option<&str> {
+        v.strip_prefix('"').and_then(|v| v.strip_suffix('"'))
+    }
+    let bare = match value.strip_prefix("W/") {
+        Some(weak) => quoted(weak),
+        None => quoted(value).or(Some(value)),
+    };
+    bare.and_then(parse_digits)
+        .map(|v| Some(Version(v)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_if_match",
+                "If-Match must be a version ETag such as \"5\"",
+            )
+        })
+}
+
+/// 1 to 19 ASCII digits (any such number fits a `u64`), as a number; `None` otherwise
+/// (`str::parse` would also take a sign).
+pub fn parse_digits(value: &str) -> Option<u64> {
+    let digits = (1..=19).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| value.parse().ok()).flatten()
 }
 
 /// Validates an `Idempotency-Key`.
@@ -277,8 +293,88 @@ pub fn app(state: Arc<AppState>, config: &GatewayConfig) -> impl Endpoint + 'sta
         .at("/metrics", ops::prometheus)
         .data(state)
         .around(move |next, req| limit_body(next, req, max_body))
+        .around(unreadable_headers)
         .catch_all_error(to_problem)
+        .around(allow_header)
         .around(observe)
+}
+
+/// Adds `Allow` to a 405, as RFC 9110 §15.5.6 requires: the methods the spec documents for
+/// the path (HEAD too wherever GET is, as the router answers it).
+async fn allow_header<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let mut response = next.call(req).await?.into_response();
+    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allowed_methods(&path)
+        && let Ok(value) = poem::http::HeaderValue::from_str(allow)
+    {
+        response
+            .headers_mut()
+            .insert(poem::http::header::ALLOW, value);
+    }
+    Ok(response)
+}
+
+/// The `Allow` value of a concrete path: its template's methods in the spec (`{id}` matches
+/// any one segment).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    static TEMPLATES: std::sync::OnceLock<Vec<(Vec<String>, String)>> = std::sync::OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap_or_default();
+        let paths = spec["paths"].as_object().cloned().unwrap_or_default();
+        paths
+            .into_iter()
+            .map(|(template, operations)| {
+                let mut methods: Vec<String> = operations
+                    .as_object()
+                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                if methods.iter().any(|m| m == "GET") {
+                    methods.push("HEAD".into());
+                }
+                let segments = template.split('/').map(str::to_owned).collect();
+                (segments, methods.join(", "))
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    templates
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                })
+        })
+        .map(|(_, allow)| allow.as_str())
+}
+
+/// The API's own request headers, and the problem code of a malformed one.
+const CHECKED_HEADERS: [(&str, &str); 3] = [
+    ("If-Match", "invalid_if_match"),
+    ("Idempotency-Key", "invalid_idempotency_key"),
+    ("Last-Event-ID", "invalid_last_event_id"),
+];
+
+/// Refuses (400) a request whose `If-Match`, `Idempotency-Key` or `Last-Event-ID` is not
+/// visible ASCII: poem-openapi would skip such a value as if the header were absent, and a
+/// conditional write would then apply unconditionally.
+async fn unreadable_headers<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
+    for (name, code) in CHECKED_HEADERS {
+        if req
+            .headers()
+            .get_all(name)
+            .iter()
+            .any(|value| value.to_str().is_err())
+        {
+            return Ok(problem_response(
+                400,
+                code,
+                format!("{name} must be visible ASCII"),
+            ));
+        }
+    }
+    next.call(req).await.map(IntoResponse::into_response)
 }
 
 /// How much of an oversized body is read and discarded before the 413 is sent.
@@ -443,10 +539,40 @@ mod tests {
     }
 
     #[test]
+    fn allow_lists_the_documented_methods_of_a_path() {
+        assert_eq!(
+            allowed_methods("/v1/equipment/press-1"),
+            Some("DELETE, GET, PATCH, HEAD")
+        );
+        assert_eq!(allowed_methods("/v1/cluster"), Some("GET, HEAD"));
+        assert_eq!(allowed_methods("/v1/equipment//status"), None);
+        assert_eq!(allowed_methods("/nowhere"), None);
+    }
+
+    #[test]
     fn if_match_accepts_the_etag_forms() {
         assert_eq!(parse_if_match(Some("\"5\"")).unwrap(), Some(Version(5)));
         assert_eq!(parse_if_match(Some("W/\"5\"")).unwrap(), Some(Version(5)));
         assert_eq!(parse_if_match(Some("*")).unwrap(), None);
         assert!(parse_if_match(Some("five")).is_err());
+        for bad in [
+            "",
+            "W/5",
+            "\"5",
+            "W/W/\"5\"",
+            "+5",
+            "\"\"5\"\"",
+            "5 6",
+            &"9".repeat(20),
+        ] {
+            assert!(
+                parse_if_match(Some(bad)).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+        assert_eq!(
+            parse_if_match(Some(&"9".repeat(19))).unwrap(),
+            Some(Version(9_999_999_999_999_999_999))
+        );
     }
 }

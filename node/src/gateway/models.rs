@@ -7,9 +7,14 @@ use eq_actors::domain::{
     ReasonCode, Site,
 };
 use eq_actors::equipment::{Equipment, MetadataPatch, Registration, StatusChange};
-use poem_openapi::{Enum, Object};
+use std::borrow::Cow;
 
-use super::token::Token;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+
+use super::token::{Name, Tag, Text, Token};
 
 /// A machine's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -75,8 +80,10 @@ pub struct EquipmentView {
     pub tags: Vec<String>,
     pub status: Status,
     /// Reason code of the current status, if any.
+    #[oai(nullable)]
     pub reason: Option<String>,
     /// Note on the current status, if any.
+    #[oai(nullable)]
     pub note: Option<String>,
     /// Who made the last change.
     pub updated_by: String,
@@ -85,6 +92,7 @@ pub struct EquipmentView {
     /// When the current status began (server clock).
     pub status_since: DateTime<Utc>,
     /// The client's clock for the last status change.
+    #[oai(nullable)]
     pub occurred_at: Option<DateTime<Utc>>,
     /// The client's clock was implausibly far from the server's.
     pub clock_suspect: bool,
@@ -157,14 +165,15 @@ pub struct RegisterEquipment {
     /// Equipment id, unique in the factory; also a NATS subject token.
     pub id: Token,
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub name: Name,
     #[oai(default, validator(max_length = 2000))]
-    pub description: String,
+    pub description: Text,
     pub site: Token,
     pub line: Token,
     #[oai(default, validator(max_items = 32))]
-    pub tags: Vec<String>,
-    /// Initial status (default `yellow`: registered, not yet reporting).
+    pub tags: Vec<Tag>,
+    /// Initial status (default `yellow`: registered, not yet reporting; null: the default).
+    #[oai(nullable)]
     pub status: Option<Status>,
 }
 
@@ -172,11 +181,11 @@ impl poem_openapi::types::Example for RegisterEquipment {
     fn example() -> Self {
         RegisterEquipment {
             id: Token("brick-press-1".into()),
-            name: "Brick press 1".into(),
-            description: "Hydraulic brick press".into(),
+            name: Name("Brick press 1".into()),
+            description: Text("Hydraulic brick press".into()),
             site: Token("brickworks".into()),
             line: Token("line-1".into()),
-            tags: vec!["press".into()],
+            tags: vec![Tag("press".into())],
             status: Some(Status::Yellow),
         }
     }
@@ -186,44 +195,49 @@ impl RegisterEquipment {
     /// Validates into the domain's id and registration.
     pub fn into_domain(self) -> Result<(EquipmentId, Registration), InvalidField> {
         let id = EquipmentId::parse(self.id.into_inner())?;
-        domain::check_text("name", &self.name, MAX_NAME_LEN)?;
-        if self.name.trim().is_empty() {
+        let name = self.name.into_inner();
+        domain::check_text("name", &name, MAX_NAME_LEN)?;
+        if name.trim().is_empty() {
             return Err(InvalidField::new("name", "must not be blank"));
         }
-        domain::check_text("description", &self.description, MAX_DESCRIPTION_LEN)?;
-        domain::check_tags(&self.tags)?;
+        let description = self.description.into_inner();
+        domain::check_text("description", &description, MAX_DESCRIPTION_LEN)?;
+        let tags: Vec<String> = self.tags.into_iter().map(Tag::into_inner).collect();
+        domain::check_tags(&tags)?;
         Ok((
             id,
             Registration {
-                name: self.name,
-                description: self.description,
+                name,
+                description,
                 site: Site::parse(self.site.into_inner())?,
                 line: Line::parse(self.line.into_inner())?,
-                tags: self.tags,
+                tags,
                 status: self.status.map_or(domain::Status::Yellow, Into::into),
             },
         ))
     }
 }
 
-/// Changes an equipment's metadata; absent fields stay as they are.
+/// Changes an equipment's metadata; absent (or null) fields stay as they are.
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct UpdateEquipment {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<String>,
-    #[oai(validator(max_length = 2000))]
-    pub description: Option<String>,
+    #[oai(nullable, validator(min_length = 1, max_length = 200))]
+    pub name: Option<Name>,
+    #[oai(nullable, validator(max_length = 2000))]
+    pub description: Option<Text>,
+    #[oai(nullable)]
     pub site: Option<Token>,
+    #[oai(nullable)]
     pub line: Option<Token>,
-    #[oai(validator(max_items = 32))]
-    pub tags: Option<Vec<String>>,
+    #[oai(nullable, validator(max_items = 32))]
+    pub tags: Option<Vec<Tag>>,
 }
 
 impl poem_openapi::types::Example for UpdateEquipment {
     fn example() -> Self {
         UpdateEquipment {
-            name: Some("Brick press 1 (rebuilt)".into()),
+            name: Some(Name("Brick press 1 (rebuilt)".into())),
             description: None,
             site: None,
             line: Some(Token("line-2".into())),
@@ -234,25 +248,102 @@ impl poem_openapi::types::Example for UpdateEquipment {
 
 impl UpdateEquipment {
     pub fn into_domain(self) -> Result<MetadataPatch, InvalidField> {
-        if let Some(name) = &self.name {
+        let name = self.name.map(Name::into_inner);
+        if let Some(name) = &name {
             domain::check_text("name", name, MAX_NAME_LEN)?;
             if name.trim().is_empty() {
                 return Err(InvalidField::new("name", "must not be blank"));
             }
         }
-        if let Some(description) = &self.description {
+        let description = self.description.map(Text::into_inner);
+        if let Some(description) = &description {
             domain::check_text("description", description, MAX_DESCRIPTION_LEN)?;
         }
-        if let Some(tags) = &self.tags {
+        let tags: Option<Vec<String>> = self
+            .tags
+            .map(|tags| tags.into_iter().map(Tag::into_inner).collect());
+        if let Some(tags) = &tags {
             domain::check_tags(tags)?;
         }
         Ok(MetadataPatch {
-            name: self.name,
-            description: self.description,
+            name,
+            description,
             site: self.site.map(|t| Site::parse(t.into_inner())).transpose()?,
             line: self.line.map(|t| Line::parse(t.into_inner())).transpose()?,
-            tags: self.tags,
+            tags,
         })
+    }
+}
+
+/// The body of `PATCH /v1/equipment/{id}`: an [`UpdateEquipment`] that sets at least one
+/// field (`anyOf`: one field present and not null), since an update that changes nothing is
+/// refused (422 `empty_update`).
+#[derive(Debug, Clone)]
+pub struct EquipmentPatch(pub UpdateEquipment);
+
+impl EquipmentPatch {
+    /// The fields of [`UpdateEquipment`] and their JSON types (a test keeps them in step).
+    pub const FIELDS: [(&'static str, &'static str); 5] = [
+        ("name", "string"),
+        ("description", "string"),
+        ("site", "string"),
+        ("line", "string"),
+        ("tags", "array"),
+    ];
+}
+
+impl Type for EquipmentPatch {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "EquipmentPatch".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let one_of_the_fields = Self::FIELDS
+            .iter()
+            .map(|&(field, ty)| {
+                MetaSchemaRef::Inline(Box::new(MetaSchema {
+                    required: vec![field],
+                    // Present and not null (a null field is absent).
+                    properties: vec![(field, MetaSchemaRef::Inline(Box::new(MetaSchema::new(ty))))],
+                    ..MetaSchema::ANY
+                }))
+            })
+            .collect();
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            all_of: vec![UpdateEquipment::schema_ref()],
+            any_of: one_of_the_fields,
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn register(registry: &mut Registry) {
+        UpdateEquipment::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ParseFromJSON for EquipmentPatch {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        UpdateEquipment::parse_from_json(value)
+            .map(EquipmentPatch)
+            .map_err(ParseError::propagate)
+    }
+}
+
+impl ToJSON for EquipmentPatch {
+    fn to_json(&self) -> Option<Value> {
+        self.0.to_json()
     }
 }
 
@@ -262,11 +353,13 @@ impl UpdateEquipment {
 pub struct SetStatus {
     pub status: Status,
     /// Reason code (`^[A-Za-z0-9_-]{1,64}$`); some sites require one for `red`.
+    #[oai(nullable)]
     pub reason: Option<Token>,
     /// Free text, at most 1000 characters.
-    #[oai(validator(max_length = 1000))]
-    pub note: Option<String>,
+    #[oai(nullable, validator(max_length = 1000))]
+    pub note: Option<Text>,
     /// When it happened by the client's clock (may be wrong; flagged if implausible).
+    #[oai(nullable)]
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
@@ -275,7 +368,7 @@ impl poem_openapi::types::Example for SetStatus {
         SetStatus {
             status: Status::Red,
             reason: Some(Token("jam".into())),
-            note: Some("clay jammed in the mould".into()),
+            note: Some(Text("clay jammed in the mould".into())),
             occurred_at: None,
         }
     }
@@ -283,7 +376,8 @@ impl poem_openapi::types::Example for SetStatus {
 
 impl SetStatus {
     pub fn into_domain(self) -> Result<StatusChange, InvalidField> {
-        if let Some(note) = &self.note {
+        let note = self.note.map(Text::into_inner);
+        if let Some(note) = &note {
             domain::check_text("note", note, MAX_NOTE_LEN)?;
         }
         Ok(StatusChange {
@@ -292,7 +386,7 @@ impl SetStatus {
                 .reason
                 .map(|t| ReasonCode::parse(t.into_inner()))
                 .transpose()?,
-            note: self.note,
+            note,
             occurred_at: self.occurred_at,
         })
     }
@@ -302,7 +396,8 @@ impl SetStatus {
 #[derive(Debug, Clone, Object)]
 pub struct EquipmentPage {
     pub items: Vec<EquipmentView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -313,16 +408,21 @@ pub struct HistoryEntry {
     /// `registered`, `metadata_updated`, `status_changed` or `decommissioned`.
     pub kind: String,
     pub status: Status,
+    #[oai(nullable)]
     pub previous_status: Option<Status>,
+    #[oai(nullable)]
     pub reason: Option<String>,
+    #[oai(nullable)]
     pub note: Option<String>,
     pub updated_by: String,
     pub source: String,
     pub site: String,
     pub line: String,
+    #[oai(nullable)]
     pub occurred_at: Option<DateTime<Utc>>,
     pub recorded_at: DateTime<Utc>,
     pub clock_suspect: bool,
+    #[oai(nullable)]
     pub command_id: Option<String>,
 }
 
@@ -330,7 +430,8 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, Object)]
 pub struct HistoryPage {
     pub items: Vec<HistoryEntry>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -358,11 +459,14 @@ pub struct LiveEvent {
     /// Position in the event log (`EQ_EVENTS` stream sequence). Send the last one seen as
     /// `Last-Event-ID` to resume without a gap.
     pub seq: u64,
-    /// What happened (absent on `ready`).
+    /// What happened (null on `ready`).
+    #[oai(nullable)]
     pub kind: Option<EventKind>,
-    /// The machine's full state after the event (absent on `ready`).
+    /// The machine's full state after the event (null on `ready`).
+    #[oai(nullable)]
     pub equipment: Option<EquipmentView>,
     /// The status before this event, for status changes.
+    #[oai(nullable)]
     pub previous_status: Option<Status>,
 }
 
@@ -375,5 +479,26 @@ impl LiveEvent {
             equipment: None,
             previous_status: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_requires_one_of_the_update_fields() {
+        let mut registry = Registry::new();
+        UpdateEquipment::register(&mut registry);
+        let schema = &registry.schemas["UpdateEquipment"];
+        let fields: Vec<(&str, &str)> = schema
+            .properties
+            .iter()
+            .map(|(name, field)| match field {
+                MetaSchemaRef::Inline(field) => (*name, field.ty),
+                MetaSchemaRef::Reference(_) => (*name, "$ref"),
+            })
+            .collect();
+        assert_eq!(fields, EquipmentPatch::FIELDS);
     }
 }

@@ -86,6 +86,9 @@ pub enum ApiError {
     /// The body is larger than the gateway accepts (`--max-body-bytes`).
     #[oai(status = 413, content_type = "application/problem+json")]
     TooLarge(Json<Problem>),
+    /// The body is not `application/json` (no `Content-Type`, or another media type).
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     /// This token made too many requests; retry after the given number of seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u32),

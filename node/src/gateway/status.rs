@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::equipment::CommandResult;
 use super::models::SetStatus;
 use super::problem::ApiError;
-use super::token::Token;
+use super::token::{IdempotencyKey, IfMatch, Token};
 use super::{ApiTags, AppState, api_command, parse_id};
 use crate::auth::Operation;
 
@@ -43,15 +43,15 @@ impl StatusApi {
         body: Json<SetStatus>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<IfMatch>>,
         /// Makes a retry safe: the same key gives the same answer and at most one event.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<CommandResult, ApiError> {
         let who = caller.require(Operation::SetStatus)?;
         let id = parse_id(id.0.into_inner())?;
         let action = Action::SetStatus(body.0.into_domain()?);
-        let command = api_command(id, action, who, if_match.0.as_deref(), idempotency_key.0)?;
+        let command = api_command(id, action, who, if_match.0, idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }
 }

@@ -111,7 +111,8 @@ export const setStatus = <ThrowOnError extends boolean = false>(options: Options
 /**
  * An equipment's history
  *
- * Every accepted change, oldest first, recorded in `[from, to)` (server clock).
+ * Every accepted change, oldest first, recorded in `[from, to)` (server clock; `from`
+ * after `to` is 400 `invalid_range`).
  * Served from the history database: a change appears once the history consumer has
  * written it.
  */
@@ -126,7 +127,8 @@ export const getHistory = <ThrowOnError extends boolean = false>(options: Option
  *
  * Seconds per status, availability (green / planned time), stops, MTTR and MTBF, and
  * red time by reason over `[from, to)` (default: the last 24 hours). Planned time is
- * the site's shifts when it has a calendar, less planned stops.
+ * the site's shifts when it has a calendar, less planned stops. `from` must be before
+ * `to`, at most 400 days apart (400 `invalid_range` otherwise).
  */
 export const getTimeInState = <ThrowOnError extends boolean = false>(options: Options<GetTimeInStateData, ThrowOnError>) => (options.client ?? client).get<GetTimeInStateResponses, GetTimeInStateErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
@@ -138,7 +140,8 @@ export const getTimeInState = <ThrowOnError extends boolean = false>(options: Op
  * A machine's stops
  *
  * The stops (red periods) that began in `[from, to)` (default: the last 24 hours),
- * with their reasons after corrections; a stop without a reason is unqualified.
+ * with their reasons after corrections; a stop without a reason is unqualified. `from`
+ * must be before `to`, at most 400 days apart (400 `invalid_range` otherwise).
  */
 export const listStops = <ThrowOnError extends boolean = false>(options: Options<ListStopsData, ThrowOnError>) => (options.client ?? client).get<ListStopsResponses, ListStopsErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
@@ -170,7 +173,8 @@ export const correctStopReason = <ThrowOnError extends boolean = false>(options:
  *
  * Per machine, per line and in total, with stops, MTTR and MTBF, over `[from, to)`
  * (default: the last 24 hours), for a site and line if given; per shift where sites
- * have shift calendars.
+ * have shift calendars. `from` must be before `to`, at most 400 days apart (400
+ * `invalid_range` otherwise).
  */
 export const getAvailabilityReport = <ThrowOnError extends boolean = false>(options?: Options<GetAvailabilityReportData, ThrowOnError>) => (options?.client ?? client).get<GetAvailabilityReportResponses, GetAvailabilityReportErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
@@ -182,7 +186,8 @@ export const getAvailabilityReport = <ThrowOnError extends boolean = false>(opti
  * Downtime by reason
  *
  * Red time and stops per reason code over `[from, to)` (default: the last 24 hours),
- * largest first (a Pareto); `unqualified` collects red time without a reason.
+ * largest first (a Pareto); `unqualified` collects red time without a reason. `from`
+ * must be before `to`, at most 400 days apart (400 `invalid_range` otherwise).
  */
 export const getDowntimeReport = <ThrowOnError extends boolean = false>(options?: Options<GetDowntimeReportData, ThrowOnError>) => (options?.client ?? client).get<GetDowntimeReportResponses, GetDowntimeReportErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],

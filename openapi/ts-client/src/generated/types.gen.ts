@@ -28,7 +28,7 @@ export type AvailabilityReport = {
  */
 export type CategoryDowntime = {
     category: string;
-    name?: string;
+    name?: string | null;
     seconds: number;
     stops: number;
     share: number;
@@ -69,7 +69,10 @@ export type ClusterStatus = {
      * The node that answered.
      */
     node: string;
-    leader?: string;
+    /**
+     * Null while there is none.
+     */
+    leader?: string | null;
     /**
      * Grows with every change of the assignment.
      */
@@ -78,7 +81,7 @@ export type ClusterStatus = {
     /**
      * `owners[shard]`: the node that owns each shard (null while unassigned).
      */
-    owners: Array<string>;
+    owners: Array<string | null>;
 };
 
 /**
@@ -108,9 +111,9 @@ export type DowntimeReport = {
 export type EquipmentPage = {
     items: Array<EquipmentView>;
     /**
-     * Pass as `cursor` to get the next page; absent on the last page.
+     * Pass as `cursor` to get the next page; null on the last page.
      */
-    next_cursor?: string;
+    next_cursor?: string | null;
 };
 
 /**
@@ -132,11 +135,11 @@ export type EquipmentView = {
     /**
      * Reason code of the current status, if any.
      */
-    reason?: string;
+    reason?: string | null;
     /**
      * Note on the current status, if any.
      */
-    note?: string;
+    note?: string | null;
     /**
      * Who made the last change.
      */
@@ -152,7 +155,7 @@ export type EquipmentView = {
     /**
      * The client's clock for the last status change.
      */
-    occurred_at?: string;
+    occurred_at?: string | null;
     /**
      * The client's clock was implausibly far from the server's.
      */
@@ -198,21 +201,21 @@ export type Figures = {
      */
     planned_seconds: number;
     /**
-     * Green / planned time (absent without planned time).
+     * Green / planned time (null without planned time).
      */
-    availability?: number;
+    availability?: number | null;
     /**
      * Unplanned stops that began in the window.
      */
     stops: number;
     /**
-     * Mean time to repair: unplanned red time per stop.
+     * Mean time to repair: unplanned red time per stop (null without stops).
      */
-    mttr_seconds?: number;
+    mttr_seconds?: number | null;
     /**
-     * Mean time between failures: planned time not red, per stop.
+     * Mean time between failures: planned time not red, per stop (null without stops).
      */
-    mtbf_seconds?: number;
+    mtbf_seconds?: number | null;
 };
 
 /**
@@ -227,17 +230,17 @@ export type HistoryEntry = {
      */
     kind: string;
     status: Status;
-    previous_status?: Status;
-    reason?: string;
-    note?: string;
+    previous_status?: (Status & unknown) | null;
+    reason?: string | null;
+    note?: string | null;
     updated_by: string;
     source: string;
     site: string;
     line: string;
-    occurred_at?: string;
+    occurred_at?: string | null;
     recorded_at: string;
     clock_suspect: boolean;
-    command_id?: string;
+    command_id?: string | null;
 };
 
 /**
@@ -248,9 +251,9 @@ export type HistoryEntry = {
 export type HistoryPage = {
     items: Array<HistoryEntry>;
     /**
-     * Pass as `cursor` to get the next page; absent on the last page.
+     * Pass as `cursor` to get the next page; null on the last page.
      */
-    next_cursor?: string;
+    next_cursor?: string | null;
 };
 
 /**
@@ -279,17 +282,17 @@ export type LiveEvent = {
      */
     seq: number;
     /**
-     * What happened (absent on `ready`).
+     * What happened (null on `ready`).
      */
-    kind?: EventKind & unknown;
+    kind?: (EventKind & unknown) | null;
     /**
-     * The machine's full state after the event (absent on `ready`).
+     * The machine's full state after the event (null on `ready`).
      */
-    equipment?: EquipmentView & unknown;
+    equipment?: (EquipmentView & unknown) | null;
     /**
      * The status before this event, for status changes.
      */
-    previous_status?: Status & unknown;
+    previous_status?: (Status & unknown) | null;
 };
 
 /**
@@ -348,11 +351,11 @@ export type ReasonDowntime = {
     /**
      * Name from the catalogue.
      */
-    name?: string;
+    name?: string | null;
     /**
      * Group in the catalogue's tree.
      */
-    parent?: string;
+    parent?: string | null;
     /**
      * Planned downtime (catalogue).
      */
@@ -384,9 +387,9 @@ export type RegisterEquipment = {
     line: string;
     tags?: Array<string>;
     /**
-     * Initial status (default `yellow`: registered, not yet reporting).
+     * Initial status (default `yellow`: registered, not yet reporting; null: the default).
      */
-    status?: Status & unknown;
+    status?: (Status & unknown) | null;
 };
 
 /**
@@ -399,15 +402,15 @@ export type SetStatus = {
     /**
      * Reason code (`^[A-Za-z0-9_-]{1,64}$`); some sites require one for `red`.
      */
-    reason?: string;
+    reason?: string | null;
     /**
      * Free text, at most 1000 characters.
      */
-    note?: string;
+    note?: string | null;
     /**
      * When it happened by the client's clock (may be wrong; flagged if implausible).
      */
-    occurred_at?: string;
+    occurred_at?: string | null;
 };
 
 /**
@@ -449,9 +452,9 @@ export type StopList = {
  */
 export type StopReason = {
     /**
-     * A reason code (of the catalogue, if one is configured); absent: unqualified.
+     * A reason code (of the catalogue, if one is configured); absent or null: unqualified.
      */
-    reason?: string;
+    reason?: string | null;
 };
 
 /**
@@ -466,14 +469,14 @@ export type StopView = {
     version: number;
     start: string;
     /**
-     * Absent while the machine is still red.
+     * Null while the machine is still red.
      */
-    end?: string;
+    end?: string | null;
     seconds: number;
     /**
-     * The reason in effect (after corrections); absent: unqualified.
+     * The reason in effect (after corrections); null: unqualified.
      */
-    reason?: string;
+    reason?: string | null;
     /**
      * Planned downtime (catalogue).
      */
@@ -499,14 +502,14 @@ export type TimeInState = {
 /**
  * UpdateEquipment
  *
- * Changes an equipment's metadata; absent fields stay as they are.
+ * Changes an equipment's metadata; absent (or null) fields stay as they are.
  */
 export type UpdateEquipment = {
-    name?: string;
-    description?: string;
-    site?: string;
-    line?: string;
-    tags?: Array<string>;
+    name?: string | null;
+    description?: string | null;
+    site?: string | null;
+    line?: string | null;
+    tags?: Array<string> | null;
 };
 
 export type ListEquipmentData = {
@@ -564,6 +567,10 @@ export type ListEquipmentErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -632,6 +639,10 @@ export type RegisterEquipmentErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -710,6 +721,10 @@ export type DecommissionEquipmentErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -776,6 +791,10 @@ export type GetEquipmentErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -850,6 +869,10 @@ export type UpdateEquipmentErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -927,6 +950,10 @@ export type SetStatusErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -1012,6 +1039,10 @@ export type GetHistoryErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -1085,6 +1116,10 @@ export type GetTimeInStateErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -1152,6 +1187,10 @@ export type ListStopsErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -1189,7 +1228,8 @@ export type CorrectStopReasonData = {
     path: {
         id: string;
         /**
-         * The stop's `version` (from the stop list).
+         * The stop's `version` (from the stop list); at most 2^53 - 1, like every version
+         * (what a JSON number holds exactly).
          */
         version: number;
     };
@@ -1229,6 +1269,10 @@ export type CorrectStopReasonErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -1306,6 +1350,10 @@ export type GetAvailabilityReportErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -1378,6 +1426,10 @@ export type GetDowntimeReportErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
@@ -1460,6 +1512,10 @@ export type WatchLiveErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -1522,6 +1578,10 @@ export type GetClusterErrors = {
      */
     413: Problem;
     /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
     422: Problem;
@@ -1583,6 +1643,10 @@ export type DrainNodeErrors = {
      * The body is larger than the gateway accepts (`--max-body-bytes`).
      */
     413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
     /**
      * The request parses but breaks a rule (a field too long, a reason required, …).
      */
