@@ -28,6 +28,8 @@ pub(crate) struct Pending {
     pub payload: Bytes,
     pub expected_last_seq: u64,
     pub msg_id: Option<String>,
+    /// The command's trace context (`traceparent`).
+    pub trace: HeaderMap,
     pub reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
 }
 
@@ -114,7 +116,15 @@ async fn commit(js: &async_nats::jetstream::Context, batch: Vec<Pending>) {
 
 async fn individually(js: &async_nats::jetstream::Context, batch: Vec<Pending>) {
     join_all(batch.into_iter().map(|p| async move {
-        let result = publish_one(js, p.subject, p.payload, p.expected_last_seq, p.msg_id).await;
+        let result = publish_one(
+            js,
+            p.subject,
+            p.payload,
+            p.expected_last_seq,
+            p.msg_id,
+            p.trace,
+        )
+        .await;
         let _ = p.reply.send(result);
     }))
     .await;
@@ -135,7 +145,7 @@ async fn publish_batch(
         .to_string();
     let n = batch.len();
     for (i, p) in batch.iter().enumerate() {
-        let mut headers = HeaderMap::new();
+        let mut headers = p.trace.clone();
         headers.insert("Nats-Batch-Id", batch_id.as_str());
         headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
         headers.insert(

@@ -9,5 +9,6 @@ pub mod scope;
 pub mod shard;
 pub mod store;
 pub mod subjects;
+pub mod trace;
 
 pub use domain::{EquipmentId, Line, ReasonCode, ShardId, Site, Source, Status, Version};

@@ -460,7 +460,7 @@ impl ShardHost {
         shard
             .send_message(ShardMsg::Route(
                 id,
-                EquipmentMsg::Execute(Box::new(command), tx.into()),
+                EquipmentMsg::Execute(Box::new(command), tx.into(), tracing::Span::current()),
             ))
             .map_err(|_| CommandError::NotHosted)?;
         match tokio::time::timeout_at(deadline.into(), rx).await {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{
     self,
     context::PublishErrorKind,
@@ -158,6 +159,9 @@ impl EventStore {
             .command_id
             .as_ref()
             .map(|key| format!("{}:{}", event.equipment_id, key));
+        // The event carries the command's trace, for the history consumer and anyone reading.
+        let mut trace = HeaderMap::new();
+        crate::trace::inject(&tracing::Span::current(), &mut trace);
         let (seq, duplicate) = match &self.appender {
             Some(appender) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
@@ -166,6 +170,7 @@ impl EventStore {
                     payload: payload.clone(),
                     expected_last_seq,
                     msg_id,
+                    trace,
                     reply,
                 })?;
                 answer
@@ -179,6 +184,7 @@ impl EventStore {
                     payload.clone(),
                     expected_last_seq,
                     msg_id,
+                    trace,
                 )
                 .await?
             }
@@ -206,8 +212,10 @@ pub(crate) async fn publish_one(
     payload: Bytes,
     expected_last_seq: u64,
     msg_id: Option<String>,
+    headers: HeaderMap,
 ) -> Result<(u64, bool), StoreError> {
     let mut message = PublishMessage::build()
+        .headers(headers)
         .payload(payload)
         .expected_last_subject_sequence(expected_last_seq);
     if let Some(id) = msg_id {

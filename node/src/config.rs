@@ -161,6 +161,16 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_RED_REASON_SITES", value_delimiter = ',')]
     pub red_reason_sites: Vec<String>,
 
+    /// Export traces over OTLP/gRPC to this endpoint (e.g. `http://otel-collector:4317`);
+    /// unset: traces are not exported (trace ids still travel and show in the logs).
+    #[arg(long, env = "EQ_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Fraction of new traces exported (0 to 1); a trace started elsewhere (a `traceparent`
+    /// from a tablet or device) follows its own sampling decision.
+    #[arg(long, env = "EQ_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
+
     /// Log format.
     #[arg(long, env = "EQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

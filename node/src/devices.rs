@@ -14,7 +14,7 @@ use eq_actors::subjects::Subjects;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::cluster::router::Router;
 
@@ -161,7 +161,15 @@ pub async fn run(
         let client = client.clone();
         let subjects = subjects.clone();
         let router = router.clone();
-        tokio::spawn(async move { handle(client, subjects, router, message).await });
+        // A device may send a `traceparent` header: the command then joins its trace.
+        let span = tracing::info_span!(
+            "device.message",
+            subject = %message.subject,
+            trace_id = tracing::field::Empty,
+        );
+        eq_actors::trace::follow(&span, message.headers.as_ref());
+        eq_actors::trace::record_trace_id(&span);
+        tokio::spawn(handle(client, subjects, router, message).instrument(span));
     }
     let _ = subscription.unsubscribe().await;
     Ok(())
@@ -188,10 +196,13 @@ async fn handle(
             }
         }
         Ok(command) => {
+            let started = std::time::Instant::now();
             let result = router.execute(command).await;
             let outcome = outcome_label(&result);
             metrics::counter!("eq_commands_total", "source" => "device", "result" => outcome)
                 .increment(1);
+            metrics::histogram!("eq_command_duration_seconds", "source" => "device")
+                .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(outcome) => DeviceReply {
                     ok: true,

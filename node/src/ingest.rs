@@ -33,7 +33,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::devices;
 
@@ -373,9 +373,19 @@ impl IngestWorkers {
                 )));
             }
         }
-        let result = self.shards.execute(command).await;
+        let span = tracing::info_span!(
+            "ingest.message",
+            subject = %message.subject,
+            trace_id = tracing::field::Empty,
+        );
+        eq_actors::trace::follow(&span, message.headers.as_ref());
+        eq_actors::trace::record_trace_id(&span);
+        let started = std::time::Instant::now();
+        let result = self.shards.execute(command).instrument(span).await;
         metrics::counter!("eq_commands_total", "source" => "ingest", "result" => outcome_label(&result))
             .increment(1);
+        metrics::histogram!("eq_command_duration_seconds", "source" => "ingest")
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(_) => Applied::Settled,
             Err(CommandError::Rejected(rejection)) => {

@@ -84,7 +84,12 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.node.log_format);
+    let _telemetry = telemetry::init(&telemetry::TelemetryConfig {
+        log_format: cli.node.log_format,
+        node_id: cli.node.node_id(),
+        otlp_endpoint: cli.node.otlp_endpoint.clone(),
+        sample_ratio: cli.node.trace_sample_ratio,
+    })?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     match cli.command.unwrap_or(Cmd::Run) {

@@ -38,6 +38,11 @@ pub struct NodeOptions {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// This node's binary; `None`: [`node_binary()`] (e.g. a blue/green rehearsal runs an
+    /// older build beside a newer one).
+    pub binary: Option<PathBuf>,
+    /// Where the node's standard output (its logs) goes; `None`: inherited.
+    pub log_file: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -47,7 +52,27 @@ impl NodeOptions {
             database_url: database_url.into(),
             args: Vec::new(),
             env: Vec::new(),
+            binary: None,
+            log_file: None,
         }
+    }
+
+    /// Appends the node's logs (standard output) to `path`.
+    pub fn logs_to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
+    /// Runs this node from `path` instead of [`node_binary()`].
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Sets an environment variable of the node process (e.g. `EQ_NODE_ID`).
+    pub fn env_var(mut self, name: &str, value: impl ToString) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
@@ -90,7 +115,8 @@ impl NodeProcess {
     }
 
     fn launch(&mut self) {
-        let mut command = Command::new(node_binary());
+        let binary = self.options.binary.clone().unwrap_or_else(node_binary);
+        let mut command = Command::new(binary);
         command
             .arg("--nats-url")
             .arg(&self.options.nats_url)
@@ -112,6 +138,14 @@ impl NodeProcess {
             .stdin(Stdio::null());
         for (k, v) in &self.options.env {
             command.env(k, v);
+        }
+        if let Some(path) = &self.options.log_file {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("opening the node's log file");
+            command.stdout(file);
         }
         self.child = Some(command.spawn().expect("starting the node"));
     }
@@ -155,6 +189,20 @@ impl NodeProcess {
             .arg(child.id().to_string())
             .status();
         child.wait().expect("waiting for the node")
+    }
+
+    /// Sends SIGTERM without waiting (the node drains and exits by itself); see
+    /// [`Self::try_exit_status`].
+    pub fn send_sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// The exit status if the process has exited (then it counts as stopped), `None` while
+    /// it runs (or if it was never started or already reaped).
+    pub fn try_exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
     }
 
     /// Starts the process again (same ports, data dir and options) and waits until ready.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::state::{Command, Decision, Equipment, Rejection, apply, decide};
 use crate::domain::EquipmentId;
@@ -80,8 +80,9 @@ pub type CommandReply = RpcReplyPort<Result<Outcome, CommandError>>;
 
 /// Messages an equipment actor handles.
 pub enum EquipmentMsg {
-    /// Decide and persist a command.
-    Execute(Box<Command>, CommandReply),
+    /// Decide and persist a command, as part of the caller's trace (the span it was sent
+    /// from: an HTTP request, a device message, a routed request from another node).
+    Execute(Box<Command>, CommandReply, tracing::Span),
     /// The current state (`None`: never registered).
     Get(RpcReplyPort<Result<Option<Equipment>, CommandError>>),
     /// Panics inside the handler: lets tests prove that the supervisor restarts the actor
@@ -134,8 +135,22 @@ impl Actor for EquipmentActor {
         // The I/O futures are boxed: an actor's task is allocated at the size of its largest
         // future, and the JetStream calls inline would make every idle actor several KiB.
         match message {
-            EquipmentMsg::Execute(command, reply) => {
-                let result = Box::pin(state.execute(*command)).await;
+            EquipmentMsg::Execute(command, reply, caller) => {
+                let span = tracing::info_span!(
+                    parent: &caller,
+                    "equipment.command",
+                    equipment_id = %state.id,
+                    version = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
+                let result = Box::pin(state.execute(*command))
+                    .instrument(span.clone())
+                    .await;
+                span.record("outcome", outcome_label(&result));
+                if let Ok(outcome) = &result {
+                    span.record("version", outcome.equipment.version.0);
+                }
+                debug!(parent: &span, "command handled");
                 let _ = reply.send(result);
             }
             EquipmentMsg::Get(reply) => {

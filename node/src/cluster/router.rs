@@ -17,7 +17,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 use super::Cluster;
 
@@ -63,9 +63,22 @@ impl Router {
     }
 
     /// Runs a command on the owning node, retrying while its shard changes hands.
-    pub async fn execute(&self, mut command: Command) -> Result<Outcome, CommandError> {
-        let deadline = tokio::time::Instant::now() + self.deadline;
+    pub async fn execute(&self, command: Command) -> Result<Outcome, CommandError> {
         let shard = self.shards.shard_of(&command.equipment_id);
+        let span = tracing::info_span!(
+            "route",
+            equipment_id = %command.equipment_id,
+            shard = shard.0,
+        );
+        self.execute_on(shard, command).instrument(span).await
+    }
+
+    async fn execute_on(
+        &self,
+        shard: ShardId,
+        mut command: Command,
+    ) -> Result<Outcome, CommandError> {
+        let deadline = tokio::time::Instant::now() + self.deadline;
         let mut backoff = Duration::from_millis(10);
         loop {
             let local = self.shards.hosted_contains(shard);
@@ -122,7 +135,10 @@ impl Router {
         let timeout = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .min(ATTEMPT_TIMEOUT);
+        let mut headers = async_nats::HeaderMap::new();
+        eq_actors::trace::inject(&tracing::Span::current(), &mut headers);
         let request = async_nats::Request::new()
+            .headers(headers)
             .payload(payload.into())
             .timeout(Some(timeout.max(Duration::from_millis(1))));
         match self
@@ -211,10 +227,18 @@ impl ShardServer {
                 };
                 let Some(message) = message else { break };
                 let (client, shards) = (client.clone(), shards.clone());
+                // A routed command continues the trace of the node that sent it.
+                let span = tracing::info_span!(
+                    "shard.serve",
+                    shard = shard.0,
+                    trace_id = tracing::field::Empty,
+                );
+                eq_actors::trace::follow(&span, message.headers.as_ref());
+                eq_actors::trace::record_trace_id(&span);
                 tokio::spawn(async move {
                     let reply = match serde_json::from_slice::<Command>(&message.payload) {
                         Ok(command) if shards.hosted_contains(shard) => {
-                            match shards.execute(command).await {
+                            match shards.execute(command).instrument(span).await {
                                 Ok(o) => RemoteReply::Ok(Box::new(o)),
                                 Err(e) => RemoteReply::Err(e),
                             }

@@ -34,6 +34,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use sea_orm::DatabaseConnection;
 use tokio::io::AsyncReadExt;
+use tracing::Instrument;
 
 use models::EquipmentView;
 use problem::{ApiError, problem_response};
@@ -509,8 +510,32 @@ async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Respon
     let started = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let response = next.call(req).await?.into_response();
+    // Each request is a trace (or joins the caller's, given a `traceparent` header); the
+    // answer names it in `X-Trace-Id`, for a tablet developer's bug report.
+    let span = tracing::info_span!(
+        "http.request",
+        method = %method,
+        path = uri.path(),
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::follow_http(&span, req.headers());
+    let trace_id = eq_actors::trace::trace_id(&span);
+    if let Some(id) = &trace_id {
+        span.record("trace_id", id.as_str());
+    }
+    let mut response = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .into_response();
     let status = response.status();
+    span.record("status", status.as_u16());
+    if let Some(id) = trace_id
+        && let Ok(value) = poem::http::HeaderValue::from_str(&id)
+    {
+        response.headers_mut().insert("x-trace-id", value);
+    }
     let elapsed = started.elapsed();
     metrics::counter!("eq_http_requests_total", "status" => status.as_str().to_owned())
         .increment(1);

@@ -109,10 +109,26 @@ async fn consume(
             messages.push(message.map_err(|e| anyhow::anyhow!("pull failed: {e}"))?);
         }
         let mut events = Vec::with_capacity(messages.len());
+        // One span per event, in the trace of the command that made it, lasting from the
+        // batch's start to its acknowledgement: the last hop of that command's trace.
+        let mut recorded = Vec::with_capacity(messages.len());
         for message in &messages {
             let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             match decode(seq, &message.payload) {
-                Ok(event) => events.push(Decoded { seq, event }),
+                Ok(event) => {
+                    let span = tracing::info_span!(
+                        "history.record",
+                        equipment_id = %event.equipment_id,
+                        version = event.version.0,
+                        seq,
+                        batch = messages.len(),
+                        trace_id = tracing::field::Empty,
+                    );
+                    eq_actors::trace::follow(&span, message.headers.as_ref());
+                    eq_actors::trace::record_trace_id(&span);
+                    recorded.push(span);
+                    events.push(Decoded { seq, event });
+                }
                 Err(error) => {
                     // Never written by this system; skip rather than block the history.
                     warn!(%error, subject = %message.subject, "undecodable event skipped");
@@ -128,6 +144,9 @@ async fn consume(
                 .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
         }
         metrics::counter!("eq_history_events_written_total").increment(events.len() as u64);
+        for span in recorded {
+            debug!(parent: &span, "event recorded in the history");
+        }
         debug!(events = events.len(), "history batch committed");
     }
 }

@@ -1,0 +1,152 @@
+//! One trace per command, across processes: a tablet's `traceparent` goes through a
+//! gateway-only node, over NATS to the node that owns the machine, into the event stored in
+//! JetStream, and to the history consumer; the JSON log lines on the way carry the node,
+//! the equipment id, the shard and the trace id as fields.
+
+use std::time::Duration;
+
+use eq_tests::postgres::DbKind;
+use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
+use serde_json::{Value, json};
+
+/// The JSON log lines of a file written so far.
+fn log_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_keeps_one_trace_from_http_through_the_owner_to_the_history() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let logs = tempfile::tempdir().unwrap();
+    let owner_log = logs.path().join("owner.log");
+    let _owner = NodeProcess::start(
+        NodeOptions::new(nats.url(), db.url.clone())
+            .env_var("EQ_NODE_ID", "owner-1")
+            .env_var("EQ_LOG_FORMAT", "json")
+            .env_var("RUST_LOG", "warn,eq_actors=debug,eq_node::history=debug")
+            .logs_to(&owner_log),
+    )
+    .await;
+    // A gateway that hosts no shard: every command crosses NATS to the owner.
+    let gateway = NodeProcess::start(
+        NodeOptions::new(nats.url(), db.url.clone())
+            .env_var("EQ_NODE_ID", "gateway-1")
+            .arg("--host-shards", false)
+            .arg("--history", false),
+    )
+    .await;
+    let client = gateway.client();
+    assert_eq!(
+        client.register("press-1", "plant-a", "line-1").await.status,
+        201
+    );
+
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let traceparent = format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1);
+    let response = client
+        .http()
+        .put(client.url("/v1/equipment/press-1/status"))
+        .header("traceparent", &traceparent)
+        .json(&json!({"status": "red", "reason": "jam"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answered = response
+        .headers()
+        .get("x-trace-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert_eq!(answered.as_deref(), Some(trace_id.as_str()), "X-Trace-Id");
+
+    // The event in JetStream carries the trace.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let stream = js.get_stream("EQ_EVENTS").await.unwrap();
+    let stored = stream
+        .direct_get_last_for_subject("eq.events.press-1")
+        .await
+        .unwrap();
+    let header = stored
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    assert!(
+        header.contains(&trace_id),
+        "the stored event's traceparent {header:?} continues {trace_id}"
+    );
+
+    // The owner's logs: the actor handled it, and the history recorded it, in that trace.
+    let (handled, recorded) = wait_for(
+        "the owner's log lines of the command",
+        Duration::from_secs(30),
+        || {
+            let lines = log_lines(&owner_log);
+            let in_trace = |span: &str| {
+                lines
+                    .iter()
+                    .find(|l| l["span"] == span && l["trace_id"] == trace_id.as_str())
+                    .cloned()
+            };
+            let found = in_trace("equipment.command").zip(in_trace("history.record"));
+            async move { found }
+        },
+    )
+    .await;
+    for line in [&handled, &recorded] {
+        assert_eq!(line["node"], "owner-1", "{line}");
+        assert_eq!(line["equipment_id"], "press-1", "{line}");
+    }
+    assert!(handled["shard"].is_u64(), "the shard is a field: {handled}");
+    assert_eq!(handled["outcome"], "accepted", "{handled}");
+    assert_eq!(handled["version"], 2, "{handled}");
+    assert_eq!(recorded["version"], 2, "{recorded}");
+}
+
+#[tokio::test]
+async fn a_device_message_starts_a_trace_that_reaches_the_event() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let node = NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await;
+    assert_eq!(
+        node.client()
+            .register("kiln-1", "plant-a", "line-1")
+            .await
+            .status,
+        201
+    );
+    let nats_client = async_nats::connect(nats.url()).await.unwrap();
+    let reply = nats_client
+        .request(
+            "eq.device.kiln-1.status",
+            json!({"status": "green", "command_id": "c-1"})
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["ok"], true);
+    let js = async_nats::jetstream::new(nats_client);
+    let stored = js
+        .get_stream("EQ_EVENTS")
+        .await
+        .unwrap()
+        .direct_get_last_for_subject("eq.events.kiln-1")
+        .await
+        .unwrap();
+    let header = stored
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    let parts: Vec<&str> = header.split('-').collect();
+    assert_eq!(parts.len(), 4, "a W3C traceparent: {header:?}");
+    assert_eq!(parts[1].len(), 32);
+    assert_ne!(parts[1], "0".repeat(32));
+}
