@@ -45,6 +45,14 @@ pub fn follow(span: &tracing::Span, headers: Option<&HeaderMap>) {
     let _ = span.set_parent(parent);
 }
 
+/// A root span of this process that continues the trace in `headers` (if any), with its
+/// `trace_id` field recorded for the logs.
+pub fn joined(span: tracing::Span, headers: Option<&HeaderMap>) -> tracing::Span {
+    follow(&span, headers);
+    record_trace_id(&span);
+    span
+}
+
 /// The trace id of `span` (32 hex digits), if it belongs to a trace.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();

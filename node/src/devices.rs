@@ -162,13 +162,14 @@ pub async fn run(
         let subjects = subjects.clone();
         let router = router.clone();
         // A device may send a `traceparent` header: the command then joins its trace.
-        let span = tracing::info_span!(
-            "device.message",
-            subject = %message.subject,
-            trace_id = tracing::field::Empty,
+        let span = eq_actors::trace::joined(
+            tracing::info_span!(
+                "device.message",
+                subject = %message.subject,
+                trace_id = tracing::field::Empty,
+            ),
+            message.headers.as_ref(),
         );
-        eq_actors::trace::follow(&span, message.headers.as_ref());
-        eq_actors::trace::record_trace_id(&span);
         tokio::spawn(handle(client, subjects, router, message).instrument(span));
     }
     let _ = subscription.unsubscribe().await;

@@ -373,13 +373,14 @@ impl IngestWorkers {
                 )));
             }
         }
-        let span = tracing::info_span!(
-            "ingest.message",
-            subject = %message.subject,
-            trace_id = tracing::field::Empty,
+        let span = eq_actors::trace::joined(
+            tracing::info_span!(
+                "ingest.message",
+                subject = %message.subject,
+                trace_id = tracing::field::Empty,
+            ),
+            message.headers.as_ref(),
         );
-        eq_actors::trace::follow(&span, message.headers.as_ref());
-        eq_actors::trace::record_trace_id(&span);
         let started = std::time::Instant::now();
         let result = self.shards.execute(command).instrument(span).await;
         metrics::counter!("eq_commands_total", "source" => "ingest", "result" => outcome_label(&result))

@@ -9,6 +9,23 @@ use eq_tests::postgres::DbKind;
 use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
 use serde_json::{Value, json};
 
+/// The `traceparent` header of the last event stored for `subject`.
+async fn stored_traceparent(nats: &async_nats::Client, subject: &str) -> String {
+    let js = async_nats::jetstream::new(nats.clone());
+    let stored = js
+        .get_stream("EQ_EVENTS")
+        .await
+        .unwrap()
+        .direct_get_last_for_subject(subject)
+        .await
+        .unwrap();
+    stored
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default()
+}
+
 /// The JSON log lines of a file written so far.
 fn log_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -65,17 +82,8 @@ async fn a_command_keeps_one_trace_from_http_through_the_owner_to_the_history() 
     assert_eq!(answered.as_deref(), Some(trace_id.as_str()), "X-Trace-Id");
 
     // The event in JetStream carries the trace.
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    let stream = js.get_stream("EQ_EVENTS").await.unwrap();
-    let stored = stream
-        .direct_get_last_for_subject("eq.events.press-1")
-        .await
-        .unwrap();
-    let header = stored
-        .headers
-        .get("traceparent")
-        .map(|v| v.as_str().to_string())
-        .unwrap_or_default();
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let header = stored_traceparent(&watcher, "eq.events.press-1").await;
     assert!(
         header.contains(&trace_id),
         "the stored event's traceparent {header:?} continues {trace_id}"
@@ -132,19 +140,7 @@ async fn a_device_message_starts_a_trace_that_reaches_the_event() {
         .unwrap();
     let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["ok"], true);
-    let js = async_nats::jetstream::new(nats_client);
-    let stored = js
-        .get_stream("EQ_EVENTS")
-        .await
-        .unwrap()
-        .direct_get_last_for_subject("eq.events.kiln-1")
-        .await
-        .unwrap();
-    let header = stored
-        .headers
-        .get("traceparent")
-        .map(|v| v.as_str().to_string())
-        .unwrap_or_default();
+    let header = stored_traceparent(&nats_client, "eq.events.kiln-1").await;
     let parts: Vec<&str> = header.split('-').collect();
     assert_eq!(parts.len(), 4, "a W3C traceparent: {header:?}");
     assert_eq!(parts[1].len(), 32);

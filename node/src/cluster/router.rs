@@ -228,13 +228,14 @@ impl ShardServer {
                 let Some(message) = message else { break };
                 let (client, shards) = (client.clone(), shards.clone());
                 // A routed command continues the trace of the node that sent it.
-                let span = tracing::info_span!(
-                    "shard.serve",
-                    shard = shard.0,
-                    trace_id = tracing::field::Empty,
+                let span = eq_actors::trace::joined(
+                    tracing::info_span!(
+                        "shard.serve",
+                        shard = shard.0,
+                        trace_id = tracing::field::Empty,
+                    ),
+                    message.headers.as_ref(),
                 );
-                eq_actors::trace::follow(&span, message.headers.as_ref());
-                eq_actors::trace::record_trace_id(&span);
                 tokio::spawn(async move {
                     let reply = match serde_json::from_slice::<Command>(&message.payload) {
                         Ok(command) if shards.hosted_contains(shard) => {
