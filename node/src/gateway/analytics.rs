@@ -91,6 +91,7 @@ pub struct ReasonDowntime {
 
 /// One machine's time in each status.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct TimeInState {
     pub equipment_id: String,
     pub from: DateTime<Utc>,
@@ -127,6 +128,7 @@ pub struct ShiftFigures {
 
 /// Availability of a fleet.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct AvailabilityReport {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -139,6 +141,7 @@ pub struct AvailabilityReport {
 
 /// Downtime of a fleet by reason.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct DowntimeReport {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -179,6 +182,7 @@ pub struct StopView {
 
 /// The stops that began in a window.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct StopList {
     pub equipment_id: String,
     pub from: DateTime<Utc>,

@@ -33,6 +33,7 @@ pub struct ClusterNode {
 
 /// The cluster as this node sees it.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ClusterStatus {
     /// The node that answered.
     pub node: String,

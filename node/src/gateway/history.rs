@@ -12,7 +12,7 @@ use poem_openapi::{
 };
 
 use super::auth::Caller;
-use super::models::{HistoryEntry, HistoryPage, status_from_str};
+use super::models::{EventKind, HistoryEntry, HistoryPage, Source, status_from_str};
 use super::problem::ApiError;
 use super::token::{Token, VersionCursor};
 use super::{ApiTags, AppState, parse_id};
@@ -112,13 +112,13 @@ fn millis(ms: i64) -> DateTime<Utc> {
 fn entry_from_row(row: equipment_event::Model) -> HistoryEntry {
     HistoryEntry {
         version: row.version as u64,
-        kind: row.kind,
+        kind: EventKind::from_stored(&row.kind),
         status: status_from_str(&row.status),
         previous_status: row.previous_status.as_deref().map(status_from_str),
         reason: row.reason,
         note: row.note,
         updated_by: row.updated_by,
-        source: row.source,
+        source: Source::from_stored(&row.source),
         site: row.site,
         line: row.line,
         occurred_at: row.occurred_at_ms.map(millis),

@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod auth;
 pub mod cluster;
 pub mod equipment;
+mod examples;
 pub mod history;
 pub mod listener;
 pub mod live;
@@ -214,11 +215,7 @@ pub fn view_from_row(row: equipment_row::Model) -> EquipmentView {
         reason: row.reason,
         note: row.note,
         updated_by: row.updated_by,
-        source: match row.source.as_str() {
-            "device" => models::Source::Device,
-            "system" => models::Source::System,
-            _ => models::Source::Api,
-        },
+        source: models::Source::from_stored(&row.source),
         status_since: history::millis_to_time(row.status_since_ms),
         occurred_at: None,
         clock_suspect: false,

@@ -394,6 +394,7 @@ impl SetStatus {
 
 /// A page of equipment.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct EquipmentPage {
     pub items: Vec<EquipmentView>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -403,10 +404,10 @@ pub struct EquipmentPage {
 
 /// One change in an equipment's history.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct HistoryEntry {
     pub version: u64,
-    /// `registered`, `metadata_updated`, `status_changed` or `decommissioned`.
-    pub kind: String,
+    pub kind: EventKind,
     pub status: Status,
     #[oai(nullable)]
     pub previous_status: Option<Status>,
@@ -415,7 +416,7 @@ pub struct HistoryEntry {
     #[oai(nullable)]
     pub note: Option<String>,
     pub updated_by: String,
-    pub source: String,
+    pub source: Source,
     pub site: String,
     pub line: String,
     #[oai(nullable)]
@@ -428,6 +429,7 @@ pub struct HistoryEntry {
 
 /// A page of history, oldest first.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct HistoryPage {
     pub items: Vec<HistoryEntry>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -448,6 +450,35 @@ pub enum EventKind {
     MetadataUpdated,
     StatusChanged,
     Decommissioned,
+    /// The reason of a past stop was assigned or corrected (the status is unchanged).
+    ReasonCorrected,
+    /// A watchdog raised an alert (red too long, device silent); the status is unchanged.
+    AlertRaised,
+}
+
+impl EventKind {
+    /// The kind of a stored event (`equipment_event.kind`, the event log's `kind`).
+    pub fn from_stored(kind: &str) -> Self {
+        match kind {
+            "registered" => EventKind::Registered,
+            "metadata_updated" => EventKind::MetadataUpdated,
+            "decommissioned" => EventKind::Decommissioned,
+            "reason_corrected" => EventKind::ReasonCorrected,
+            "alert_raised" => EventKind::AlertRaised,
+            _ => EventKind::StatusChanged,
+        }
+    }
+}
+
+impl Source {
+    /// The source of a stored event.
+    pub fn from_stored(source: &str) -> Self {
+        match source {
+            "device" => Source::Device,
+            "system" => Source::System,
+            _ => Source::Api,
+        }
+    }
 }
 
 /// One message of the live stream (`GET /v1/live`). The SSE event type says what it is:
@@ -455,6 +486,7 @@ pub enum EventKind {
 /// complete; only `seq` is set, and the SSE id), `change` (an accepted change; SSE id =
 /// `seq`). Keep-alive comments come every 15 s.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct LiveEvent {
     /// Position in the event log (`EQ_EVENTS` stream sequence). Send the last one seen as
     /// `Last-Event-ID` to resume without a gap.

@@ -8,6 +8,7 @@ use crate::auth::Refusal;
 
 /// A problem detail (`application/problem+json`).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct Problem {
     /// A URI reference naming the problem type (`urn:equipment-live:problem:<code>`).
     #[oai(rename = "type")]

@@ -178,7 +178,7 @@ export type EquipmentView = {
 /**
  * What kind of event a live message reports.
  */
-export type EventKind = 'registered' | 'metadata_updated' | 'status_changed' | 'decommissioned';
+export type EventKind = 'registered' | 'metadata_updated' | 'status_changed' | 'decommissioned' | 'reason_corrected' | 'alert_raised';
 
 /**
  * Figures
@@ -225,16 +225,13 @@ export type Figures = {
  */
 export type HistoryEntry = {
     version: number;
-    /**
-     * `registered`, `metadata_updated`, `status_changed` or `decommissioned`.
-     */
-    kind: string;
+    kind: EventKind;
     status: Status;
     previous_status?: (Status & unknown) | null;
     reason?: string | null;
     note?: string | null;
     updated_by: string;
-    source: string;
+    source: Source;
     site: string;
     line: string;
     occurred_at?: string | null;
