@@ -348,3 +348,75 @@ async fn device_requests_retried_across_node_restarts_apply_once_in_order() {
         assert_eq!(notes, expected, "{id}: every change once, in order");
     }
 }
+
+/// Sends one message with a raw `HPUB`, as any NATS client can: header bytes exactly as given.
+async fn raw_hpub(nats_url: &str, subject: &str, header_lines: &str, payload: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = nats_url.trim_start_matches("nats://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut info = [0u8; 4096];
+    let _ = socket.read(&mut info).await.unwrap();
+    let headers = format!("NATS/1.0\r\n{header_lines}\r\n\r\n");
+    let frame = format!(
+        "CONNECT {{\"verbose\":false,\"headers\":true}}\r\nHPUB {subject} {} {}\r\n{headers}{payload}\r\nPING\r\n",
+        headers.len(),
+        headers.len() + payload.len()
+    );
+    socket.write_all(frame.as_bytes()).await.unwrap();
+    let mut pong = [0u8; 64];
+    let n = socket.read(&mut pong).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&pong[..n]).contains("PONG"),
+        "the server took the message"
+    );
+}
+
+/// A header value with a bare `\r` (a trace header, say) used to panic the node's NATS
+/// client and stop every subscription: on the device subject at once, and, stored in
+/// `EQ_INGEST`, on every node that fetched it (async-nats is patched, see
+/// vendor/async-nats/PATCHED.md). Such messages are applied like any other, and the node
+/// keeps serving.
+#[tokio::test]
+async fn a_header_with_a_bare_carriage_return_does_not_break_the_node() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let node = NodeProcess::start(NodeOptions::new(nats.url(), db.url.clone())).await;
+    assert_eq!(
+        node.client()
+            .register("press-1", "plant-a", "line-1")
+            .await
+            .status,
+        201
+    );
+    let bad = "tracestate: a=b\rc";
+    raw_hpub(
+        &nats.url(),
+        "eq.device.press-1.status",
+        bad,
+        r#"{"status":"red","note":"n=000","command_id":"raw-1"}"#,
+    )
+    .await;
+    raw_hpub(
+        &nats.url(),
+        "eq.ingest.press-1.status",
+        bad,
+        r#"{"status":"green","note":"n=001","command_id":"raw-2"}"#,
+    )
+    .await;
+    // The node still answers devices and applies durable messages after those.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    report_until_ok(&client, "press-1", 2).await;
+    let js = jetstream::new(client);
+    publish_durable(
+        &js,
+        "press-1",
+        &json!({"status": "red", "note": "n=003", "command_id": "raw-4"}),
+        "raw-4",
+    )
+    .await;
+    let mut notes = notes_in_history(&node, "press-1", 5).await;
+    // The durable one (n=001) is applied whenever the owner's ingest consumer gets to it.
+    notes.sort();
+    assert_eq!(notes, ["n=000", "n=001", "n=002", "n=003"]);
+    assert!(node.client().ready().await);
+}
