@@ -17,15 +17,21 @@ impl Injector for Inject<'_> {
 
 struct Extract<'a>(&'a HeaderMap);
 
+/// Only `traceparent` is taken from a message: a sender's `tracestate` (up to ~16 KB) would
+/// otherwise be copied onto every event stored for good.
 impl Extractor for Extract<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.as_str())
+        (key == TRACEPARENT)
+            .then(|| self.0.get(key).map(|v| v.as_str()))
+            .flatten()
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_ref()).collect()
+        vec![TRACEPARENT]
     }
 }
+
+const TRACEPARENT: &str = "traceparent";
 
 /// Writes `span`'s trace context into NATS headers (nothing if it has none).
 pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {

@@ -70,7 +70,7 @@ enum Cmd {
         /// or separate with commas).
         #[arg(long = "scope", value_delimiter = ',', required = true)]
         scopes: Vec<String>,
-        /// How long it is valid, in hours.
+        /// How long it is valid, in hours (at most five years).
         #[arg(long, default_value_t = 12)]
         hours: u64,
     },
@@ -182,7 +182,8 @@ async fn main() -> anyhow::Result<()> {
                     .map(|s| Area::parse(s))
                     .collect::<Result<_, _>>()?,
             );
-            let valid = std::time::Duration::from_secs(hours.max(1) * 3600);
+            // At most five years: a token that outlives its key rotation policy is a liability.
+            let valid = std::time::Duration::from_secs(hours.clamp(1, 5 * 366 * 24) * 3600);
             println!("{}", keys.mint(&subject, role, &scope, valid)?);
             Ok(())
         }

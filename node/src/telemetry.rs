@@ -53,10 +53,17 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let mut provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+    // Without an exporter nothing is recorded (spans still get ids, which travel and show
+    // in the logs); with one, a fraction of new traces, callers' traces as they decided.
+    let sampler = if config.otlp_endpoint.is_some() {
+        Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             config.sample_ratio.clamp(0.0, 1.0),
-        ))))
+        )))
+    } else {
+        Sampler::AlwaysOff
+    };
+    let mut provider = SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name("equipment-live")
@@ -118,12 +125,15 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
 pub fn follow_http(span: &tracing::Span, headers: &poem::http::HeaderMap) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     struct Headers<'a>(&'a poem::http::HeaderMap);
+    // Only `traceparent`: a client's `tracestate` is not carried into stored events.
     impl opentelemetry::propagation::Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            self.0.get(key).and_then(|v| v.to_str().ok())
+            (key == "traceparent")
+                .then(|| self.0.get(key).and_then(|v| v.to_str().ok()))
+                .flatten()
         }
         fn keys(&self) -> Vec<&str> {
-            self.0.keys().map(|k| k.as_str()).collect()
+            vec!["traceparent"]
         }
     }
     if !headers.contains_key("traceparent") {

@@ -540,3 +540,51 @@ async fn bodies_nested_too_deep_are_refused_before_parsing() {
     assert_eq!(answer.body["code"], "json_too_deep");
     assert_eq!(version_of(&admin, "a-1").await, 1);
 }
+
+/// A stop belongs to the line it happened on: after the machine moved, that line's
+/// supervisor may still correct it, the new line's may not.
+#[tokio::test]
+async fn a_stop_reason_is_corrected_by_the_scope_of_the_line_it_happened_on() {
+    let f = floor(|o| o).await;
+    let admin = f.node.client();
+    for status in ["red", "green"] {
+        let answer = admin
+            .set_status("a-1", json!({"status": status}))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    let moved = admin
+        .send(
+            admin
+                .http()
+                .patch(admin.url("/v1/equipment/a-1"))
+                .json(&json!({"line": "line-b"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.status, 200);
+    admin
+        .wait_history_written(3 + 3, Duration::from_secs(30))
+        .await;
+    let correct = |token: String| {
+        let client = ApiClient::with_token(f.node.base_url(), &token);
+        async move {
+            client
+                .send(
+                    client
+                        .http()
+                        .put(client.url("/v1/equipment/a-1/stops/2/reason"))
+                        .json(&json!({"reason": "tooling"})),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let refused = correct(token("bea", Role::Supervisor, &["plant1/line-b"])).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], "out_of_scope");
+    let allowed = correct(token("sue", Role::Supervisor, &["plant1/line-a"])).await;
+    assert_eq!(allowed.status, 200, "{:?}", allowed.body);
+    assert_eq!(allowed.body["updated_by"], "sue");
+}

@@ -60,6 +60,10 @@ pub struct RecentCommand {
     pub version: Version,
     #[serde(default)]
     pub seq: u64,
+    /// Who used the key (a hash of `updated_by`; 0 in events written before it was kept):
+    /// another caller's same key and body must not be answered with this caller's result.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub caller: u64,
 }
 
 /// What the actor holds: the equipment (if registered) and its recent idempotency keys.
@@ -282,6 +286,11 @@ impl Command {
         let bytes = serde_json::to_vec(&self.action).unwrap_or_default();
         fnv1a64(&bytes)
     }
+
+    /// Who sends it, as remembered with its idempotency key (never 0).
+    pub fn caller_fingerprint(&self) -> u64 {
+        fnv1a64(self.updated_by.as_bytes()).max(1)
+    }
 }
 
 /// Business rules that vary per installation.
@@ -404,7 +413,8 @@ pub fn decide(
     if let Some(key) = &command.command_id
         && let Some(seen) = state.recent.iter().find(|r| &r.key == key)
     {
-        if seen.fingerprint != command.fingerprint() {
+        let other_caller = seen.caller != 0 && seen.caller != command.caller_fingerprint();
+        if seen.fingerprint != command.fingerprint() || other_caller {
             return Err(Rejection::IdempotencyKeyReused);
         }
         return Ok(Decision::Duplicate {
@@ -555,6 +565,7 @@ pub fn decide(
             fingerprint: command.fingerprint(),
             version,
             seq: 0,
+            caller: command.caller_fingerprint(),
         });
         if recent.len() > RECENT_COMMANDS {
             recent.remove(0);

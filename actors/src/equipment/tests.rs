@@ -570,3 +570,23 @@ fn an_idempotent_replay_is_not_shown_to_an_out_of_scope_caller() {
         Rejection::OutOfScope
     );
 }
+
+#[test]
+fn another_caller_cannot_replay_a_key_it_did_not_use() {
+    let mut first = set_status(Status::Red);
+    first.command_id = Some("k-1".into());
+    let state = step(registered(), &first, now());
+    let same_caller = first.clone();
+    assert!(matches!(
+        decide(&state, &same_caller, now(), &Rules::default()).unwrap(),
+        Decision::Duplicate { .. }
+    ));
+    let other = Command {
+        updated_by: "mallory".into(),
+        ..first
+    };
+    assert_eq!(
+        rejection(&state, &other, &Rules::default()),
+        Rejection::IdempotencyKeyReused
+    );
+}

@@ -23,6 +23,13 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `per_sec` of 0 turns the limit off.
     pub fn new(per_sec: f64, burst: u32) -> Self {
+        // Anything not a sensible positive rate is "off"; tiny rates are held at one
+        // request an hour (a wait must stay representable).
+        let per_sec = if per_sec.is_finite() && per_sec > 0.0 {
+            per_sec.max(1.0 / 3600.0)
+        } else {
+            0.0
+        };
         Self {
             per_sec,
             burst: f64::from(burst.max(1)),

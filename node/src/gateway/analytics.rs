@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use eq_actors::Version;
-use eq_actors::domain::ReasonCode;
+use eq_actors::domain::{Line, ReasonCode, Site};
 use eq_actors::equipment::{Action, ReasonCorrection};
 use poem::web::Data;
 use poem_openapi::{
@@ -371,11 +371,11 @@ impl AnalyticsApi {
                 format!("{code:?} is not in the reason catalogue"),
             ));
         }
-        let ended = match queries::span_at(state.db()?, id.as_str(), version.0)
+        let (stop, ended) = match queries::span_at(state.db()?, id.as_str(), version.0)
             .await
             .map_err(|e| ApiError::unavailable(format!("history database: {e}")))?
         {
-            Some((span, ended)) if span.starts_stop => ended,
+            Some((span, ended)) if span.starts_stop => (span, ended),
             found => {
                 if found.is_none() {
                     // 404 `not_found` for an unknown machine, before `no_such_stop`.
@@ -397,7 +397,25 @@ impl AnalyticsApi {
             stop_version: Version(version.0),
             reason,
         });
-        let command = api_command(id, action, who, if_match.0, idempotency_key.0)?;
+        // A stop belongs to the line it happened on: the caller's scope must cover that
+        // line, wherever the machine is now (the stop's place is history: it cannot move
+        // between this check and the write, so the actor need not check it again).
+        let mut command = api_command(id, action, who, if_match.0, idempotency_key.0)?;
+        if let Some(scope) = command.scope.take() {
+            let covered = Site::parse(stop.site.as_str())
+                .ok()
+                .zip(Line::parse(stop.line.as_str()).ok())
+                .is_some_and(|(site, line)| scope.covers(&site, &line));
+            if !covered {
+                return Err(ApiError::forbidden(
+                    "out_of_scope",
+                    format!(
+                        "the stop happened on {}/{}, outside the caller's scope",
+                        stop.site, stop.line
+                    ),
+                ));
+            }
+        }
         Ok(state.execute(command).await?.into())
     }
 

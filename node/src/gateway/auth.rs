@@ -45,11 +45,13 @@ async fn admit_query(req: &Request, key: ApiKey) -> poem::Result<Principal> {
     admit_token(req, &key.key)
 }
 
-/// A caller of the live stream: a bearer header, or the `access_token` query parameter.
+/// A caller of the live stream: the `access_token` query parameter, or a bearer header.
+/// The query is tried first: poem-openapi answers with the last scheme's error, and a
+/// refused header token (expired, rate-limited) must say why, not "no token".
 #[derive(SecurityScheme)]
 pub enum StreamCaller {
-    Header(Caller),
     Query(QueryCaller),
+    Header(Caller),
 }
 
 impl StreamCaller {

@@ -206,11 +206,11 @@ export const getDowntimeReport = <ThrowOnError extends boolean = false>(options?
  * send headers: it may pass the token as `access_token` instead.
  */
 export const watchLive = <ThrowOnError extends boolean = false>(options?: Options<WatchLiveData, ThrowOnError, WatchLiveResponse>) => (options?.client ?? client).sse.get<WatchLiveResponses, WatchLiveErrors, ThrowOnError>({
-    security: [{ scheme: 'bearer', type: 'http' }, {
+    security: [{
             in: 'query',
             name: 'access_token',
             type: 'apiKey'
-        }],
+        }, { scheme: 'bearer', type: 'http' }],
     url: '/v1/live',
     ...options
 });
