@@ -9,6 +9,7 @@ pub mod load;
 pub mod nats;
 pub mod node;
 pub mod postgres;
+pub mod rehearsal;
 pub mod sse;
 
 use std::future::Future;
