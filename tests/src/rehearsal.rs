@@ -660,7 +660,7 @@ async fn rehearse(options: Options, journal: Journal, logs: PathBuf) {
     drop(blue);
 }
 
-/// The counters that explain retries: HTTP 503s, API commands by result (all but
+/// The counters that explain retries: 503 answers, API commands by result (all but
 /// `accepted`), routing retries and timeouts, fenced appends, hand-offs.
 async fn scrape(client: &ApiClient) -> BTreeMap<String, f64> {
     let mut counters = BTreeMap::new();
@@ -676,7 +676,8 @@ async fn scrape(client: &ApiClient) -> BTreeMap<String, f64> {
             continue;
         };
         let wanted = match series.split('{').next().unwrap_or_default() {
-            "eq_http_requests_total" => series.contains("status=\"503\""),
+            // 503 answers to API calls (readiness probes are not counted here).
+            "eq_http_rejects_total" => series.contains("code=\"unavailable\""),
             "eq_commands_total" => {
                 series.contains("source=\"api\"") && !series.contains("result=\"accepted\"")
             }
