@@ -126,9 +126,11 @@ impl EventStore {
 
     /// Reads the event at a stream sequence.
     pub async fn event_at(&self, seq: u64) -> Result<Event, StoreError> {
+        // From the stream's leader, not a direct get: this reads an event that was just
+        // acknowledged (to answer a duplicate), which a lagging replica may not hold yet.
         let message = self
             .stream
-            .direct_get(seq)
+            .get_raw_message(seq)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         decode(seq, &message.payload)
@@ -230,8 +232,20 @@ pub(crate) async fn publish_one(
         Err(e) if matches!(e.kind(), PublishErrorKind::WrongLastSequence) => {
             Err(StoreError::Fenced)
         }
+        // Another publish with the same message id is being stored right now: the previous
+        // owner's, in flight during a hand-off. Like a fenced append, the actor reloads
+        // and the router retries; the retry then finds the stored event as a duplicate.
+        Err(e) if duplicate_in_process(&e) => Err(StoreError::Fenced),
         Err(e) => Err(StoreError::Unavailable(e.to_string())),
     }
+}
+
+/// JetStream's "duplicate message id is in process" (error code 10158).
+fn duplicate_in_process(error: &async_nats::jetstream::context::PublishError) -> bool {
+    const DUPLICATE_IN_PROCESS: u64 = 10158;
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|e| e.error_code() == async_nats::jetstream::ErrorCode(DUPLICATE_IN_PROCESS))
 }
 
 /// Decodes an event payload.
