@@ -449,9 +449,19 @@ async fn forged_expired_and_missing_tokens_get_401_and_change_nothing() {
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["code"], code, "{what}: {problem}");
     }
-    // The live stream refuses the same way, in the header and in `access_token`.
+    // The live stream refuses the same way, in the header and in `access_token`, and a
+    // token in both places (RFC 6750: one method per request) even if one is valid.
     let live = admin.url("/v1/live?access_token=hello");
     assert_eq!(http.get(&live).send().await.unwrap().status(), 401);
+    let both = http
+        .get(admin.url(&format!("/v1/live?access_token={}", admin_token())))
+        .bearer_auth(admin_token());
+    assert_eq!(both.send().await.unwrap().status(), 401);
+    let garbage_beside_a_valid_header = http.get(&live).bearer_auth(admin_token());
+    assert_eq!(
+        garbage_beside_a_valid_header.send().await.unwrap().status(),
+        401
+    );
     assert_eq!(
         http.get(admin.url("/v1/live"))
             .send()

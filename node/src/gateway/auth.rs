@@ -9,7 +9,7 @@ use poem_openapi::auth::{ApiKey, Bearer};
 
 use super::AppState;
 use super::problem::ApiError;
-use crate::auth::{Operation, Principal};
+use crate::auth::{Operation, Principal, Refusal};
 
 /// A JWT signed with HS256 by the installation's key (`equipment-live token` issues them):
 /// `sub` (recorded as `updated_by`), `aud` (`equipment-live` unless configured otherwise),
@@ -63,7 +63,29 @@ impl StreamCaller {
     }
 }
 
+/// RFC 6750 §2: a client must not send the token in more than one place. A request with
+/// both a bearer header and `access_token` is refused whatever either holds, so that an
+/// invalid credential is never outvoted by a valid one.
+fn token_in_two_places(req: &Request) -> bool {
+    req.headers()
+        .contains_key(poem::http::header::AUTHORIZATION)
+        && req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .any(|pair| pair == "access_token" || pair.starts_with("access_token="))
+}
+
 fn admit_token(req: &Request, token: &str) -> poem::Result<Principal> {
+    if token_in_two_places(req) {
+        return Err(poem::Error::new(
+            Refusal::Unauthenticated(crate::auth::TokenError::Malformed(
+                "send the token in one place: the Authorization header or access_token".into(),
+            )),
+            poem::http::StatusCode::UNAUTHORIZED,
+        ));
+    }
     let state = req.data::<Arc<AppState>>().ok_or_else(|| {
         poem::Error::from_string(
             "the gateway has no state",
