@@ -194,7 +194,12 @@ impl Subjects {
     /// `partition()`, the same FNV-1a as [`crate::domain::shard_of`]), so each shard's owner
     /// consumes exactly its machines, in order. Acknowledged messages are removed: what is in
     /// the stream is exactly what is still to apply. Full → new publishes are refused.
-    pub fn ingest_stream_config(&self, replicas: usize, shard_count: u32) -> stream::Config {
+    pub fn ingest_stream_config(
+        &self,
+        replicas: usize,
+        shard_count: u32,
+        max_bytes: i64,
+    ) -> stream::Config {
         stream::Config {
             name: self.ingest_stream.clone(),
             description: Some("Equipment Live durable device ingest, filed by shard".into()),
@@ -210,7 +215,7 @@ impl Subjects {
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             discard: DiscardPolicy::New,
-            max_bytes: INGEST_MAX_BYTES,
+            max_bytes,
             num_replicas: replicas.max(1),
             // Devices set `Nats-Msg-Id` to their command id: a re-sent publish is stored once.
             duplicate_window: DEDUPE_WINDOW,

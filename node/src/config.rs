@@ -62,6 +62,12 @@ pub struct NodeConfig {
     #[arg(long, env = "EQ_REPLICAS", default_value_t = 1)]
     pub replicas: usize,
 
+    /// Most bytes the durable device-ingest stream holds (messages waiting for an owner);
+    /// when full, devices' durable publishes are refused rather than old ones dropped.
+    /// JetStream reserves this much of its storage when the stream is created.
+    #[arg(long, env = "EQ_INGEST_MAX_BYTES", default_value_t = eq_actors::subjects::INGEST_MAX_BYTES)]
+    pub ingest_max_bytes: i64,
+
     /// Group commit: concurrent appends of different equipment go to JetStream as one
     /// atomic batch (one write, one fsync). Turn it on when nats-server runs with
     /// `sync_interval: always` (it multiplies throughput there); with the default sync

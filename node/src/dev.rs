@@ -42,9 +42,11 @@ impl NatsChild {
         } else {
             ""
         };
+        // An explicit store size: the default (75% of the free disk) turns a nearly full
+        // laptop disk into a refused ingest stream, whose size JetStream reserves up front.
         let config = format!(
             "listen: 127.0.0.1:{port}\nserver_name: eq-dev\nmax_payload: 1MB\n\
-             jetstream {{\n  store_dir: \"{}\"\n  {sync}}}\n",
+             jetstream {{\n  store_dir: \"{}\"\n  max_file_store: 16GB\n  {sync}}}\n",
             store.display()
         );
         let config_path = dir.join("nats-server.conf");

@@ -53,18 +53,27 @@ pub async fn ensure_stream(
     subjects: &Subjects,
     replicas: usize,
     shard_count: u32,
+    max_bytes: i64,
 ) -> anyhow::Result<Stream> {
-    let config = subjects.ingest_stream_config(replicas, shard_count);
+    let config = subjects.ingest_stream_config(replicas, shard_count, max_bytes);
     match js.get_stream(subjects.ingest_stream()).await {
         Ok(mut stream) => {
-            let existing = stream.info().await?.config.subject_transform.clone();
-            if existing != config.subject_transform {
+            let existing = stream.info().await?.config.clone();
+            if existing.subject_transform != config.subject_transform {
                 // The shard count is fixed when the cluster is created: messages filed under
                 // another count would never reach an owner.
                 warn!(
                     stream = subjects.ingest_stream(),
-                    ?existing,
+                    existing = ?existing.subject_transform,
                     "ingest stream was created for another shard count; updating it"
+                );
+                js.update_stream(config).await?;
+            } else if existing.max_bytes != config.max_bytes {
+                info!(
+                    stream = subjects.ingest_stream(),
+                    from = existing.max_bytes,
+                    to = config.max_bytes,
+                    "resizing the ingest stream"
                 );
                 js.update_stream(config).await?;
             }

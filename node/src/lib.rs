@@ -97,7 +97,13 @@ where
         ctx,
     );
     retry_until_up("ingest stream", &shutdown, || {
-        ingest::ensure_stream(&js, &subjects, config.replicas, config.shards)
+        ingest::ensure_stream(
+            &js,
+            &subjects,
+            config.replicas,
+            config.shards,
+            config.ingest_max_bytes,
+        )
     })
     .await?;
     // Membership, leader and assignment: this node hosts the shards assigned to it (all of
@@ -336,7 +342,7 @@ async fn retry_until_up<T, E, F, Fut>(
     mut attempt: F,
 ) -> anyhow::Result<T>
 where
-    E: std::fmt::Display,
+    E: Into<anyhow::Error>,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
@@ -344,6 +350,9 @@ where
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(error) => {
+                // The whole cause chain: the outermost context alone ("creating the ingest
+                // stream") does not say what to fix.
+                let error = format!("{:#}", error.into());
                 warn!(%error, "{what} not available yet; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => anyhow::bail!("shut down before the {what} was available"),

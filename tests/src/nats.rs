@@ -98,7 +98,10 @@ impl NatsServer {
             ""
         };
         let config = format!(
-            "listen: 127.0.0.1:{}\nserver_name: eq-test-{}\njetstream {{\n  store_dir: \"{}\"\n{sync}}}\n{}",
+            // An explicit `max_file_store`: left out, JetStream takes 75% of the free disk,
+            // and on a nearly full build disk it then refuses to create the 1 GiB ingest
+            // stream (its size is reserved up front) though the tests store a few MB.
+            "listen: 127.0.0.1:{}\nserver_name: eq-test-{}\njetstream {{\n  store_dir: \"{}\"\n  max_file_store: 64GB\n{sync}}}\n{}",
             self.port,
             self.port,
             self.dir.path().join("js").display(),

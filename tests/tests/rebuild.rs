@@ -213,3 +213,38 @@ async fn retention_removes_old_raw_events_but_not_the_reports() {
     assert!(figures["red_seconds"].as_f64().unwrap() >= 2.0, "{figures}");
     assert_eq!(figures["stops"], 1);
 }
+
+/// Three nodes started together against a fresh PostgreSQL database (compose, a new
+/// Kubernetes install) all bring the schema up on their first try: they take turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_starting_at_once_migrate_a_fresh_postgres_database_once() {
+    let database = TestDatabase::new(DbKind::Postgres).await;
+    let attempts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = database.url.clone();
+            tokio::spawn(async move { eq_node::history::connect(&url).await })
+        })
+        .collect();
+    for attempt in attempts {
+        let db = attempt
+            .await
+            .unwrap()
+            .expect("every node migrates on its first try");
+        db.close().await.unwrap();
+    }
+    // Each migration is recorded once.
+    let db = sea_orm::Database::connect(database.url.as_str())
+        .await
+        .unwrap();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT version) AS d FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let (n, d): (i64, i64) = (row.try_get("", "n").unwrap(), row.try_get("", "d").unwrap());
+    assert!(n > 0);
+    assert_eq!(n, d);
+}

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use eq_migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    TransactionTrait,
+};
 
 /// Connects to SQLite (`sqlite://path?mode=rwc`) or PostgreSQL (`postgres://…`) and brings
 /// the schema up to date.
@@ -37,8 +40,25 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         options.max_connections(8);
     }
     let db = Database::connect(options).await?;
-    Migrator::up(&db, None).await?;
+    migrate(&db).await?;
     Ok(db)
+}
+
+/// Brings the schema up to date. On PostgreSQL several nodes starting at once against a
+/// fresh database would each try the same migrations (and all but one fail and retry):
+/// one transaction holding an advisory lock makes them take turns, and PostgreSQL's
+/// transactional DDL means a node either sees a migration whole or runs it itself.
+async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        // SQLite: one file, one writer at a time anyway.
+        return Migrator::up(db, None).await;
+    }
+    let txn = db.begin().await?;
+    // An arbitrary key of our own: "EQ-MIGR".
+    txn.execute_unprepared("SELECT pg_advisory_xact_lock(4545814897158215)")
+        .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
 }
 
 /// Checks that the database answers (used by readiness).
