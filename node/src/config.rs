@@ -226,6 +226,7 @@ impl NodeConfig {
         Ok(Auth {
             keys,
             limiter: RateLimiter::new(self.rate_limit_per_sec, self.rate_limit_burst),
+            revocations: Default::default(),
         })
     }
 

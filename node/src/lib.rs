@@ -119,6 +119,19 @@ where
     };
     // Not a child of `shutdown`: membership must keep running while the node drains.
     let membership = CancellationToken::new();
+    if config.gateway {
+        // Loaded before the gateway serves: a restarted node never lets a revoked token in.
+        retry_until_up("token revocation list", &shutdown, || {
+            auth::revocations::follow(
+                &js,
+                &config.prefix,
+                config.replicas,
+                &auth.revocations,
+                membership.clone(),
+            )
+        })
+        .await?;
+    }
     let cluster = retry_until_up("cluster membership", &shutdown, || {
         cluster::Cluster::start(
             js.clone(),

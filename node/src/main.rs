@@ -184,7 +184,17 @@ async fn main() -> anyhow::Result<()> {
             );
             // At most five years: a token that outlives its key rotation policy is a liability.
             let valid = std::time::Duration::from_secs(hours.clamp(1, 5 * 366 * 24) * 3600);
-            println!("{}", keys.mint(&subject, role, &scope, valid)?);
+            let issued = keys.issue(&subject, role, &scope, valid)?;
+            println!("{}", issued.token);
+            // On stderr, so that `$(equipment-live token …)` captures the token alone.
+            eprintln!(
+                "token id {} (revokes this token alone: POST /v1/admin/revocations \
+                 {{\"kind\": \"token\", \"value\": \"{}\"}}), expires {}",
+                issued.id,
+                issued.id,
+                chrono::DateTime::from_timestamp(issued.expires_at as i64, 0)
+                    .map_or_else(|| issued.expires_at.to_string(), |t| t.to_rfc3339())
+            );
             Ok(())
         }
         Cmd::Openapi { out } => {

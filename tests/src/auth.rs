@@ -41,16 +41,22 @@ pub fn key_file() -> &'static Path {
 
 /// A token for `subject` with `role`, covering `areas` (`*`, `<site>`, `<site>/<line>`).
 pub fn token(subject: &str, role: Role, areas: &[&str]) -> String {
+    token_with_id(subject, role, areas).0
+}
+
+/// Like [`token`], with the token's id (its `jti`).
+pub fn token_with_id(subject: &str, role: Role, areas: &[&str]) -> (String, String) {
     let scope = Scope(
         areas
             .iter()
             .map(|a| Area::parse(a).expect("area"))
             .collect(),
     );
-    test_key()
+    let issued = test_key()
         .keys
-        .mint(subject, role, &scope, Duration::from_secs(6 * 3600))
-        .expect("minting a token")
+        .issue(subject, role, &scope, Duration::from_secs(6 * 3600))
+        .expect("minting a token");
+    (issued.token, issued.id)
 }
 
 /// An admin token scoped everywhere (what the harness's clients use unless told otherwise).

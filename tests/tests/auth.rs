@@ -1,13 +1,16 @@
 //! Who may do what, through a real node: every role × operation × scope, tokens that must be
 //! refused (forged, expired, foreign, `alg: none`), `updated_by` from the token, the
-//! per-token rate limit, and a body nested too deep. A refused request changes nothing.
+//! per-token rate limit, a body nested too deep, and revoked tokens across nodes. A refused
+//! request changes nothing.
 
 use std::time::Duration;
 
 use eq_node::auth::Role;
-use eq_tests::auth::{admin_token, token};
+use eq_tests::auth::{admin_token, token, token_with_id};
 use eq_tests::postgres::DbKind;
-use eq_tests::{ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase};
+use eq_tests::{
+    ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -164,6 +167,12 @@ fn cases() -> Vec<Case> {
             what: "decommission a machine of line a",
             send: |c, n| c.http().delete(c.url(&format!("/v1/equipment/d-{n}"))),
             allowed: &["admin-a", "admin-all"],
+            ok: 200,
+        },
+        Case {
+            what: "list token revocations",
+            send: |c, _| c.http().get(c.url("/v1/admin/revocations")),
+            allowed: &["admin-all"],
             ok: 200,
         },
         Case {
@@ -597,4 +606,167 @@ async fn a_stop_reason_is_corrected_by_the_scope_of_the_line_it_happened_on() {
     let allowed = correct(token("sue", Role::Supervisor, &["plant1/line-a"])).await;
     assert_eq!(allowed.status, 200, "{:?}", allowed.body);
     assert_eq!(allowed.body["updated_by"], "sue");
+}
+
+/// The status a caller gets for setting `a-1` red through `node`.
+async fn set_status_as(node: &NodeProcess, token: &str) -> (u16, Value) {
+    let answer = ApiClient::with_token(node.base_url(), token)
+        .set_status("a-1", json!({"status": "red", "reason": "jam"}))
+        .await
+        .unwrap();
+    (answer.status, answer.body)
+}
+
+async fn refused_as_revoked(node: &NodeProcess, token: &str) -> bool {
+    let (status, body) = set_status_as(node, token).await;
+    status == 401 && body["code"] == "token_revoked"
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted() {
+    let f = floor(|o| o).await;
+    let a = &f.node;
+    let mut b = NodeProcess::start(
+        NodeOptions::new(f._nats.url(), f._db.url.clone()).arg("--history", false),
+    )
+    .await;
+    let admin = a.client();
+    let revocations = admin.url("/v1/admin/revocations");
+    let olga_lost_tablet = token("olga", Role::Operator, &["plant1/line-a"]);
+    let otto = token("otto", Role::Operator, &["plant1"]);
+    assert_eq!(set_status_as(&b, &olga_lost_tablet).await.0, 200);
+
+    // Only an admin scoped everywhere revokes; the request must name one target.
+    let sam = ApiClient::with_token(a.base_url(), &token("sam", Role::Supervisor, &["*"]));
+    let answer = sam
+        .send(
+            sam.http()
+                .post(&revocations)
+                .json(&json!({"kind": "subject", "value": "olga"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 403, "{:?}", answer.body);
+    for bad in [
+        json!({}),
+        json!({"kind": "person", "value": "olga"}),
+        json!({"kind": "subject", "value": "olga\u{0007}"}),
+        json!({"kind": "subject", "value": " "}),
+        json!({"kind": "subject", "value": "olga", "reason": false}),
+    ] {
+        let answer = admin
+            .send(admin.http().post(&revocations).json(&bad))
+            .await
+            .unwrap();
+        assert!(
+            [400, 422].contains(&answer.status) && answer.is_problem(),
+            "{bad}: {} {:?}",
+            answer.status,
+            answer.body
+        );
+    }
+    assert!(set_status_as(&b, &olga_lost_tablet).await.0 == 200);
+
+    // Revoke every token of olga's issued so far, through node a.
+    let refusals_before = admin
+        .metric_sum("eq_auth_refusals_total", "code=\"token_revoked\"")
+        .await;
+    let answer = admin
+        .send(
+            admin
+                .http()
+                .post(&revocations)
+                .json(&json!({"kind": "subject", "value": "olga", "reason": "tablet lost"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(
+        (&answer.body["kind"], &answer.body["value"]),
+        (&json!("subject"), &json!("olga"))
+    );
+    assert_eq!(answer.body["revoked_by"], "test-admin");
+    let subject_revocation = answer.body["id"].as_str().unwrap().to_string();
+    // The node that took it refuses at once; the other within moments.
+    assert!(refused_as_revoked(a, &olga_lost_tablet).await);
+    wait_for(
+        "node b refusing the revoked token",
+        Duration::from_secs(10),
+        || {
+            let (b, token) = (&b, &olga_lost_tablet);
+            async move { refused_as_revoked(b, token).await.then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        admin
+            .metric_sum("eq_auth_refusals_total", "code=\"token_revoked\"")
+            .await
+            > refusals_before
+    );
+    // Other callers are untouched.
+    assert_eq!(set_status_as(&b, &otto).await.0, 200);
+    // A node that starts later knows the revocation before it serves.
+    b.restart().await;
+    assert!(refused_as_revoked(&b, &olga_lost_tablet).await);
+
+    // Olga's new tablet: a token minted after the revocation's second is accepted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (olga_new, olga_new_id) = token_with_id("olga", Role::Operator, &["plant1/line-a"]);
+    let olga_spare = token("olga", Role::Operator, &["plant1/line-a"]);
+    assert_eq!(set_status_as(&b, &olga_new).await.0, 200);
+
+    // One token alone, by its id: the other token of the same subject keeps working.
+    let answer = admin
+        .send(
+            admin
+                .http()
+                .post(&revocations)
+                .json(&json!({"kind": "token", "value": olga_new_id})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.body["value"], olga_new_id.as_str());
+    let token_revocation = answer.body["id"].as_str().unwrap().to_string();
+    wait_for(
+        "node b refusing the one token",
+        Duration::from_secs(10),
+        || {
+            let (b, token) = (&b, &olga_new);
+            async move { refused_as_revoked(b, token).await.then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(set_status_as(&b, &olga_spare).await.0, 200);
+
+    let list = admin.send(admin.http().get(&revocations)).await.unwrap();
+    let ids: Vec<&str> = list.body["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [token_revocation.as_str(), subject_revocation.as_str()]
+    );
+
+    // Lifting the subject's revocation lets the old tablet in again, on every node.
+    let lift = |id: &str| admin.http().delete(format!("{revocations}/{id}"));
+    let answer = admin.send(lift(&subject_revocation)).await.unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    wait_for(
+        "node b accepting the old token again",
+        Duration::from_secs(10),
+        || {
+            let (b, token) = (&b, &olga_lost_tablet);
+            async move { (set_status_as(b, token).await.0 == 200).then_some(()) }
+        },
+    )
+    .await;
+    let answer = admin.send(lift(&subject_revocation)).await.unwrap();
+    assert_eq!(answer.status, 404, "{:?}", answer.body);
+    assert!(answer.is_problem());
+    assert!(refused_as_revoked(a, &olga_new).await);
 }

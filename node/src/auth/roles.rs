@@ -13,7 +13,7 @@ pub enum Role {
     Operator,
     /// Also registers and edits machines and corrects stop reasons, in its scope.
     Supervisor,
-    /// Also decommissions machines, and sees and drains the cluster.
+    /// Also decommissions machines, sees and drains the cluster, and revokes tokens.
     Admin,
 }
 
@@ -58,10 +58,12 @@ pub enum Operation {
     ReadCluster,
     /// Drain a node.
     Drain,
+    /// List, revoke and un-revoke API tokens.
+    ManageTokens,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Read,
         Operation::SetStatus,
         Operation::Register,
@@ -70,6 +72,7 @@ impl Operation {
         Operation::Decommission,
         Operation::ReadCluster,
         Operation::Drain,
+        Operation::ManageTokens,
     ];
 
     /// The least role allowed to do it.
@@ -78,13 +81,19 @@ impl Operation {
             Operation::Read => Role::Viewer,
             Operation::SetStatus => Role::Operator,
             Operation::Register | Operation::Update | Operation::CorrectReason => Role::Supervisor,
-            Operation::Decommission | Operation::ReadCluster | Operation::Drain => Role::Admin,
+            Operation::Decommission
+            | Operation::ReadCluster
+            | Operation::Drain
+            | Operation::ManageTokens => Role::Admin,
         }
     }
 
     /// Cluster operations act on the whole installation: they need a token scoped `*`.
     pub fn needs_global_scope(self) -> bool {
-        matches!(self, Operation::ReadCluster | Operation::Drain)
+        matches!(
+            self,
+            Operation::ReadCluster | Operation::Drain | Operation::ManageTokens
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +106,7 @@ impl Operation {
             Operation::Decommission => "decommission",
             Operation::ReadCluster => "read the cluster",
             Operation::Drain => "drain a node",
+            Operation::ManageTokens => "manage API tokens",
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct Principal {
     pub scope: Scope,
     /// What the rate limit counts by: the token itself (its signature).
     pub limit_key: String,
+    /// The token's `jti`, if it has one (what a single-token revocation names).
+    pub token_id: Option<String>,
+    /// The token's `iat` (0 if it has none): a subject's revocation refuses tokens issued
+    /// until then.
+    pub issued_at: u64,
 }
 
 impl Principal {
@@ -84,6 +89,8 @@ pub enum TokenError {
     Malformed(String),
     #[error("the token's claims are invalid: {0}")]
     BadClaims(String),
+    #[error("the token has been revoked")]
+    Revoked,
 }
 
 impl TokenError {
@@ -98,6 +105,7 @@ impl TokenError {
             TokenError::WrongIssuer => "token_wrong_issuer",
             TokenError::Malformed(_) => "token_malformed",
             TokenError::BadClaims(_) => "token_bad_claims",
+            TokenError::Revoked => "token_revoked",
         }
     }
 }
@@ -205,24 +213,48 @@ impl TokenKeys {
         scope: &Scope,
         valid_for: Duration,
     ) -> anyhow::Result<String> {
+        Ok(self.issue(subject, role, scope, valid_for)?.token)
+    }
+
+    /// Signs a token with the first key, and tells its id (what revokes it alone) and
+    /// expiry.
+    pub fn issue(
+        &self,
+        subject: &str,
+        role: Role,
+        scope: &Scope,
+        valid_for: Duration,
+    ) -> anyhow::Result<Issued> {
         check_text("subject", subject, MAX_ACTOR_LEN)?;
         let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let id = uuid::Uuid::new_v4().to_string();
         let claims = Claims {
             sub: subject.to_string(),
             aud: Some(serde_json::Value::String(self.audience.clone())),
             iss: self.issuer.clone(),
             exp: now + valid_for.as_secs(),
             iat: now,
-            jti: Some(uuid::Uuid::new_v4().to_string()),
+            jti: Some(id.clone()),
             role: role.as_str().to_string(),
             scopes: scope.0.iter().map(ToString::to_string).collect(),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.signing,
-        )?)
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.signing)?;
+        Ok(Issued {
+            token,
+            id,
+            expires_at: claims.exp,
+        })
     }
+}
+
+/// A freshly signed token.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    /// Its `jti`.
+    pub id: String,
+    /// Its `exp` (seconds since the epoch).
+    pub expires_at: u64,
 }
 
 /// Reads the header's `alg` before anything else: `none`, an asymmetric algorithm (the
@@ -260,12 +292,17 @@ fn principal(claims: Claims, token: &str) -> Result<Principal, TokenError> {
         .collect::<Result<Vec<_>, _>>()
         .map(Scope)
         .map_err(|e| TokenError::BadClaims(e.to_string()))?;
+    if let Some(jti) = &claims.jti {
+        check_text("jti", jti, MAX_ACTOR_LEN).map_err(|e| TokenError::BadClaims(e.to_string()))?;
+    }
     let signature = token.rsplit('.').next().unwrap_or(token);
     Ok(Principal {
         subject: claims.sub,
         role,
         scope,
         limit_key: signature.to_string(),
+        token_id: claims.jti,
+        issued_at: claims.iat,
     })
 }
 

@@ -6,6 +6,7 @@
 // size is no cost worth boxing every variant for.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod analytics;
 pub mod auth;
 pub mod cluster;
@@ -55,6 +56,8 @@ pub enum ApiTags {
     Live,
     /// Time in state, availability, downtime by reason, MTBF and MTTR.
     Analytics,
+    /// Revoking API tokens before they expire.
+    Access,
 }
 
 /// What the API handlers share.
@@ -226,18 +229,19 @@ pub fn view_from_row(row: equipment_row::Model) -> EquipmentView {
     }
 }
 
+/// Every operation of the API, by tag.
+pub type Apis = (
+    equipment::EquipmentApi,
+    status::StatusApi,
+    history::HistoryApi,
+    analytics::AnalyticsApi,
+    live::LiveApi,
+    cluster::ClusterApi,
+    access::AccessApi,
+);
+
 /// The OpenAPI service (also used to write `openapi/openapi.json`).
-pub fn api_service() -> OpenApiService<
-    (
-        equipment::EquipmentApi,
-        status::StatusApi,
-        history::HistoryApi,
-        analytics::AnalyticsApi,
-        live::LiveApi,
-        cluster::ClusterApi,
-    ),
-    (),
-> {
+pub fn api_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             equipment::EquipmentApi,
@@ -246,6 +250,7 @@ pub fn api_service() -> OpenApiService<
             analytics::AnalyticsApi,
             live::LiveApi,
             cluster::ClusterApi,
+            access::AccessApi,
         ),
         "Equipment Live",
         env!("CARGO_PKG_VERSION"),

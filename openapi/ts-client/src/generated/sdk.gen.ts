@@ -2,7 +2,7 @@
 
 import { client } from './client.gen.js';
 import type { Client, Options as Options2, TDataShape } from './client/index.js';
-import type { CorrectStopReasonData, CorrectStopReasonErrors, CorrectStopReasonResponses, DecommissionEquipmentData, DecommissionEquipmentErrors, DecommissionEquipmentResponses, DrainNodeData, DrainNodeErrors, DrainNodeResponses, GetAvailabilityReportData, GetAvailabilityReportErrors, GetAvailabilityReportResponses, GetClusterData, GetClusterErrors, GetClusterResponses, GetDowntimeReportData, GetDowntimeReportErrors, GetDowntimeReportResponses, GetEquipmentData, GetEquipmentErrors, GetEquipmentResponses, GetHistoryData, GetHistoryErrors, GetHistoryResponses, GetTimeInStateData, GetTimeInStateErrors, GetTimeInStateResponses, ListEquipmentData, ListEquipmentErrors, ListEquipmentResponses, ListStopsData, ListStopsErrors, ListStopsResponses, RegisterEquipmentData, RegisterEquipmentErrors, RegisterEquipmentResponses, SetStatusData, SetStatusErrors, SetStatusResponses, UpdateEquipmentData, UpdateEquipmentErrors, UpdateEquipmentResponses, WatchLiveData, WatchLiveErrors, WatchLiveResponse, WatchLiveResponses } from './types.gen.js';
+import type { CorrectStopReasonData, CorrectStopReasonErrors, CorrectStopReasonResponses, DecommissionEquipmentData, DecommissionEquipmentErrors, DecommissionEquipmentResponses, DrainNodeData, DrainNodeErrors, DrainNodeResponses, GetAvailabilityReportData, GetAvailabilityReportErrors, GetAvailabilityReportResponses, GetClusterData, GetClusterErrors, GetClusterResponses, GetDowntimeReportData, GetDowntimeReportErrors, GetDowntimeReportResponses, GetEquipmentData, GetEquipmentErrors, GetEquipmentResponses, GetHistoryData, GetHistoryErrors, GetHistoryResponses, GetTimeInStateData, GetTimeInStateErrors, GetTimeInStateResponses, LiftRevocationData, LiftRevocationErrors, LiftRevocationResponses, ListEquipmentData, ListEquipmentErrors, ListEquipmentResponses, ListRevocationsData, ListRevocationsErrors, ListRevocationsResponses, ListStopsData, ListStopsErrors, ListStopsResponses, RegisterEquipmentData, RegisterEquipmentErrors, RegisterEquipmentResponses, RevokeTokensData, RevokeTokensErrors, RevokeTokensResponses, SetStatusData, SetStatusErrors, SetStatusResponses, UpdateEquipmentData, UpdateEquipmentErrors, UpdateEquipmentResponses, WatchLiveData, WatchLiveErrors, WatchLiveResponse, WatchLiveResponses } from './types.gen.js';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -236,5 +236,46 @@ export const getCluster = <ThrowOnError extends boolean = false>(options?: Optio
 export const drainNode = <ThrowOnError extends boolean = false>(options?: Options<DrainNodeData, ThrowOnError>) => (options?.client ?? client).post<DrainNodeResponses, DrainNodeErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
     url: '/v1/admin/drain',
+    ...options
+});
+
+/**
+ * List token revocations
+ *
+ * Every revocation in force, newest first. Needs the `admin` role scoped `*`.
+ */
+export const listRevocations = <ThrowOnError extends boolean = false>(options?: Options<ListRevocationsData, ThrowOnError>) => (options?.client ?? client).get<ListRevocationsResponses, ListRevocationsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/admin/revocations',
+    ...options
+});
+
+/**
+ * Revoke tokens
+ *
+ * Refuses (401, `token_revoked`) either every token of a subject issued up to now
+ * (`kind: subject` — mint the subject a new token afterwards) or one token by its id
+ * (`kind: token`). Holds on every node; revoking a subject again moves its cut-off to
+ * now. Needs the `admin` role scoped `*`.
+ */
+export const revokeTokens = <ThrowOnError extends boolean = false>(options: Options<RevokeTokensData, ThrowOnError>) => (options.client ?? client).post<RevokeTokensResponses, RevokeTokensErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/admin/revocations',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json; charset=utf-8',
+        ...options.headers
+    }
+});
+
+/**
+ * Lift a revocation
+ *
+ * The tokens it named are accepted again (until they expire). Answers 404 if there is
+ * no revocation with this id. Needs the `admin` role scoped `*`.
+ */
+export const liftRevocation = <ThrowOnError extends boolean = false>(options: Options<LiftRevocationData, ThrowOnError>) => (options.client ?? client).delete<LiftRevocationResponses, LiftRevocationErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/admin/revocations/{id}',
     ...options
 });

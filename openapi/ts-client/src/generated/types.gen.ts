@@ -390,6 +390,60 @@ export type RegisterEquipment = {
 };
 
 /**
+ * What a revocation names.
+ */
+export type RevocationKind = 'subject' | 'token';
+
+/**
+ * RevocationList
+ *
+ * Every revocation in force, newest first.
+ */
+export type RevocationList = {
+    revocations: Array<RevocationView>;
+};
+
+/**
+ * RevocationView
+ *
+ * A revocation in force.
+ */
+export type RevocationView = {
+    /**
+     * Names it in `DELETE /v1/admin/revocations/{id}`.
+     */
+    id: string;
+    kind: RevocationKind;
+    /**
+     * The subject, or the token id.
+     */
+    value: string;
+    revoked_at: string;
+    /**
+     * The admin who revoked.
+     */
+    revoked_by: string;
+    reason?: string | null;
+};
+
+/**
+ * RevokeTokens
+ *
+ * What to revoke.
+ */
+export type RevokeTokens = {
+    kind: RevocationKind;
+    /**
+     * The subject, or the token id.
+     */
+    value: string;
+    /**
+     * Why, for the record (at most 500 characters).
+     */
+    reason?: string | null;
+};
+
+/**
  * SetStatus
  *
  * Sets an equipment's status.
@@ -1667,3 +1721,212 @@ export type DrainNodeResponses = {
      */
     202: unknown;
 };
+
+export type ListRevocationsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/v1/admin/revocations';
+};
+
+export type ListRevocationsErrors = {
+    /**
+     * The request does not parse (malformed JSON, a wrong type, a missing field, an
+     * invalid path or header).
+     */
+    400: Problem;
+    /**
+     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     */
+    401: Problem;
+    /**
+     * The token's role may not do this, or the machine is outside the token's site/line
+     * scope.
+     */
+    403: Problem;
+    /**
+     * The equipment does not exist.
+     */
+    404: Problem;
+    /**
+     * The equipment exists already, is decommissioned, or the idempotency key was used for
+     * another request.
+     */
+    409: Problem;
+    /**
+     * `If-Match` names a version that is no longer current.
+     */
+    412: Problem;
+    /**
+     * The body is larger than the gateway accepts (`--max-body-bytes`).
+     */
+    413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
+     * The request parses but breaks a rule (a field too long, a reason required, …).
+     */
+    422: Problem;
+    /**
+     * This token made too many requests; retry after the given number of seconds.
+     */
+    429: Problem;
+    /**
+     * The event store or the owning shard is not reachable right now; retry after the
+     * given number of seconds (with the same `Idempotency-Key`).
+     */
+    503: Problem;
+};
+
+export type ListRevocationsError = ListRevocationsErrors[keyof ListRevocationsErrors];
+
+export type ListRevocationsResponses = {
+    200: RevocationList;
+};
+
+export type ListRevocationsResponse = ListRevocationsResponses[keyof ListRevocationsResponses];
+
+export type RevokeTokensData = {
+    body: RevokeTokens;
+    path?: never;
+    query?: never;
+    url: '/v1/admin/revocations';
+};
+
+export type RevokeTokensErrors = {
+    /**
+     * The request does not parse (malformed JSON, a wrong type, a missing field, an
+     * invalid path or header).
+     */
+    400: Problem;
+    /**
+     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     */
+    401: Problem;
+    /**
+     * The token's role may not do this, or the machine is outside the token's site/line
+     * scope.
+     */
+    403: Problem;
+    /**
+     * The equipment does not exist.
+     */
+    404: Problem;
+    /**
+     * The equipment exists already, is decommissioned, or the idempotency key was used for
+     * another request.
+     */
+    409: Problem;
+    /**
+     * `If-Match` names a version that is no longer current.
+     */
+    412: Problem;
+    /**
+     * The body is larger than the gateway accepts (`--max-body-bytes`).
+     */
+    413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
+     * The request parses but breaks a rule (a field too long, a reason required, …).
+     */
+    422: Problem;
+    /**
+     * This token made too many requests; retry after the given number of seconds.
+     */
+    429: Problem;
+    /**
+     * The event store or the owning shard is not reachable right now; retry after the
+     * given number of seconds (with the same `Idempotency-Key`).
+     */
+    503: Problem;
+};
+
+export type RevokeTokensError = RevokeTokensErrors[keyof RevokeTokensErrors];
+
+export type RevokeTokensResponses = {
+    /**
+     * Revoked on every node (this one at once, the others within moments).
+     */
+    201: RevocationView;
+};
+
+export type RevokeTokensResponse = RevokeTokensResponses[keyof RevokeTokensResponses];
+
+export type LiftRevocationData = {
+    body?: never;
+    path: {
+        /**
+         * The revocation's `id`.
+         */
+        id: string;
+    };
+    query?: never;
+    url: '/v1/admin/revocations/{id}';
+};
+
+export type LiftRevocationErrors = {
+    /**
+     * The request does not parse (malformed JSON, a wrong type, a missing field, an
+     * invalid path or header).
+     */
+    400: Problem;
+    /**
+     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     */
+    401: Problem;
+    /**
+     * The token's role may not do this, or the machine is outside the token's site/line
+     * scope.
+     */
+    403: Problem;
+    /**
+     * The equipment does not exist.
+     */
+    404: Problem;
+    /**
+     * The equipment exists already, is decommissioned, or the idempotency key was used for
+     * another request.
+     */
+    409: Problem;
+    /**
+     * `If-Match` names a version that is no longer current.
+     */
+    412: Problem;
+    /**
+     * The body is larger than the gateway accepts (`--max-body-bytes`).
+     */
+    413: Problem;
+    /**
+     * The body is not `application/json` (no `Content-Type`, or another media type).
+     */
+    415: Problem;
+    /**
+     * The request parses but breaks a rule (a field too long, a reason required, …).
+     */
+    422: Problem;
+    /**
+     * This token made too many requests; retry after the given number of seconds.
+     */
+    429: Problem;
+    /**
+     * The event store or the owning shard is not reachable right now; retry after the
+     * given number of seconds (with the same `Idempotency-Key`).
+     */
+    503: Problem;
+};
+
+export type LiftRevocationError = LiftRevocationErrors[keyof LiftRevocationErrors];
+
+export type LiftRevocationResponses = {
+    /**
+     * No longer revoked: the tokens it named are accepted again (until they expire).
+     */
+    200: RevocationView;
+};
+
+export type LiftRevocationResponse = LiftRevocationResponses[keyof LiftRevocationResponses];
