@@ -65,7 +65,13 @@ pub struct NodeConfig {
     /// Most bytes the durable device-ingest stream holds (messages waiting for an owner);
     /// when full, devices' durable publishes are refused rather than old ones dropped.
     /// JetStream reserves this much of its storage when the stream is created.
-    #[arg(long, env = "EQ_INGEST_MAX_BYTES", default_value_t = eq_actors::subjects::INGEST_MAX_BYTES)]
+    #[arg(
+        long,
+        env = "EQ_INGEST_MAX_BYTES",
+        default_value_t = eq_actors::subjects::INGEST_MAX_BYTES,
+        // 0 or less would mean "unlimited" to JetStream: no refusal when full.
+        value_parser = clap::value_parser!(i64).range(1024..)
+    )]
     pub ingest_max_bytes: i64,
 
     /// Group commit: concurrent appends of different equipment go to JetStream as one

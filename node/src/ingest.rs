@@ -58,7 +58,9 @@ pub async fn ensure_stream(
     let config = subjects.ingest_stream_config(replicas, shard_count, max_bytes);
     match js.get_stream(subjects.ingest_stream()).await {
         Ok(mut stream) => {
-            let existing = stream.info().await?.config.clone();
+            // Only what this node is sure of is changed, on the stream's own config (its
+            // replicas and the rest stay as they are).
+            let mut existing = stream.info().await?.config.clone();
             if existing.subject_transform != config.subject_transform {
                 // The shard count is fixed when the cluster is created: messages filed under
                 // another count would never reach an owner.
@@ -67,15 +69,28 @@ pub async fn ensure_stream(
                     existing = ?existing.subject_transform,
                     "ingest stream was created for another shard count; updating it"
                 );
-                js.update_stream(config).await?;
-            } else if existing.max_bytes != config.max_bytes {
-                info!(
-                    stream = subjects.ingest_stream(),
-                    from = existing.max_bytes,
-                    to = config.max_bytes,
-                    "resizing the ingest stream"
-                );
-                js.update_stream(config).await?;
+                existing.subject_transform = config.subject_transform;
+                js.update_stream(existing.clone()).await?;
+            }
+            if existing.max_bytes != config.max_bytes {
+                let from = existing.max_bytes;
+                existing.max_bytes = config.max_bytes;
+                // The stream works as it is: a size the server cannot reserve is a warning.
+                match js.update_stream(existing).await {
+                    Ok(_) => info!(
+                        stream = subjects.ingest_stream(),
+                        from,
+                        to = config.max_bytes,
+                        "resized the ingest stream"
+                    ),
+                    Err(error) => warn!(
+                        stream = subjects.ingest_stream(),
+                        from,
+                        to = config.max_bytes,
+                        %error,
+                        "cannot resize the ingest stream; keeping its size"
+                    ),
+                }
             }
             Ok(stream)
         }

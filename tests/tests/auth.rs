@@ -377,6 +377,11 @@ fn refused_tokens() -> Vec<(&'static str, String, &'static str)> {
             "token_bad_claims",
         ),
         (
+            "issued an hour from now",
+            sign(Algorithm::HS256, claims(json!({"iat": now + 3600})), key),
+            "token_bad_claims",
+        ),
+        (
             "an unknown role",
             sign(Algorithm::HS256, claims(json!({"role": "root"})), key),
             "token_bad_claims",
@@ -624,20 +629,21 @@ async fn refused_as_revoked(node: &NodeProcess, token: &str) -> bool {
 
 #[tokio::test]
 async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted() {
-    let f = floor(|o| o).await;
-    let a = &f.node;
+    let mut f = floor(|o| o).await;
     let mut b = NodeProcess::start(
-        NodeOptions::new(f._nats.url(), f._db.url.clone()).arg("--history", false),
+        NodeOptions::new(f._nats.url(), f._db.url.clone())
+            .arg("--history", false)
+            .arg("--sse-heartbeat-secs", 1),
     )
     .await;
-    let admin = a.client();
+    let admin = f.node.client();
     let revocations = admin.url("/v1/admin/revocations");
     let olga_lost_tablet = token("olga", Role::Operator, &["plant1/line-a"]);
     let otto = token("otto", Role::Operator, &["plant1"]);
     assert_eq!(set_status_as(&b, &olga_lost_tablet).await.0, 200);
 
     // Only an admin scoped everywhere revokes; the request must name one target.
-    let sam = ApiClient::with_token(a.base_url(), &token("sam", Role::Supervisor, &["*"]));
+    let sam = ApiClient::with_token(f.node.base_url(), &token("sam", Role::Supervisor, &["*"]));
     let answer = sam
         .send(
             sam.http()
@@ -667,6 +673,18 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     }
     assert!(set_status_as(&b, &olga_lost_tablet).await.0 == 200);
 
+    // A wall screen of olga's watching the floor on node b.
+    let live = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/live?id=a-1&access_token={olga_lost_tablet}",
+            b.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let mut live = live.bytes_stream();
+
     // Revoke every token of olga's issued so far, through node a.
     let refusals_before = admin
         .metric_sum("eq_auth_refusals_total", "code=\"token_revoked\"")
@@ -688,7 +706,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     assert_eq!(answer.body["revoked_by"], "test-admin");
     let subject_revocation = answer.body["id"].as_str().unwrap().to_string();
     // The node that took it refuses at once; the other within moments.
-    assert!(refused_as_revoked(a, &olga_lost_tablet).await);
+    assert!(refused_as_revoked(&f.node, &olga_lost_tablet).await);
     wait_for(
         "node b refusing the revoked token",
         Duration::from_secs(10),
@@ -704,6 +722,17 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
             .await
             > refusals_before
     );
+    // The open live stream ends (its reconnect would get the 401).
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        use futures::StreamExt;
+        while let Some(chunk) = live.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked token's live stream still runs");
     // Other callers are untouched.
     assert_eq!(set_status_as(&b, &otto).await.0, 200);
     // A node that starts later knows the revocation before it serves.
@@ -768,5 +797,52 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     let answer = admin.send(lift(&subject_revocation)).await.unwrap();
     assert_eq!(answer.status, 404, "{:?}", answer.body);
     assert!(answer.is_problem());
-    assert!(refused_as_revoked(a, &olga_new).await);
+    assert!(refused_as_revoked(&f.node, &olga_new).await);
+
+    // NATS restarts under both nodes: node b's watch comes back and still follows.
+    f._nats.restart();
+    for node in [&f.node, &b] {
+        let client = node.client();
+        wait_for("the node ready again", Duration::from_secs(30), || {
+            let client = client.clone();
+            async move { client.ready().await.then_some(()) }
+        })
+        .await;
+    }
+    let answer = admin
+        .send(
+            admin
+                .http()
+                .post(&revocations)
+                .json(&json!({"kind": "subject", "value": "otto"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    wait_for(
+        "node b refusing otto after the restart",
+        Duration::from_secs(10),
+        || {
+            let (b, token) = (&b, &otto);
+            async move { refused_as_revoked(b, token).await.then_some(()) }
+        },
+    )
+    .await;
+
+    // The longest subject, in letters of four bytes: its id is still one DELETE takes.
+    let long = "𝔉".repeat(128);
+    let answer = admin
+        .send(
+            admin
+                .http()
+                .post(&revocations)
+                .json(&json!({"kind": "subject", "value": long})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_string();
+    let answer = admin.send(lift(&id)).await.unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body["value"], long.as_str());
 }

@@ -62,16 +62,27 @@ pub struct Revocation {
     pub reason: Option<String>,
 }
 
-/// Every revocation in force, by key. Pure: no I/O.
+/// Every revocation in force, by key, with the bucket revision each key was last changed
+/// at. Pure: no I/O. Changes are applied by revision, so one that arrives late (the
+/// node's own write racing another node's, seen through the watch) never undoes a newer
+/// one.
 #[derive(Debug, Default, Clone)]
 pub struct RevokedSet {
-    by_key: HashMap<String, Revocation>,
+    by_key: HashMap<String, Slot>,
+    in_force: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    revision: u64,
+    /// `None`: lifted (remembered so that an older put arriving later stays ignored).
+    revocation: Option<Revocation>,
 }
 
 impl RevokedSet {
     /// Whether a verified caller's token is revoked.
     pub fn refuses(&self, caller: &Principal) -> bool {
-        if self.by_key.is_empty() {
+        if self.in_force == 0 {
             return false;
         }
         if let Some(token_id) = &caller.token_id {
@@ -79,7 +90,7 @@ impl RevokedSet {
                 token_id: token_id.clone(),
             }
             .key();
-            if self.by_key.contains_key(&key) {
+            if self.get(&key).is_some() {
                 return true;
             }
         }
@@ -89,40 +100,54 @@ impl RevokedSet {
         .key();
         // Second resolution, like `iat`: a token minted in the very second of the
         // revocation is refused too (better one token too many than one too few).
-        self.by_key
-            .get(&key)
+        self.get(&key)
             .is_some_and(|r| caller.issued_at <= r.revoked_at.timestamp().max(0) as u64)
     }
 
-    pub fn insert(&mut self, revocation: Revocation) {
-        self.by_key.insert(revocation.target.key(), revocation);
-    }
-
-    pub fn remove(&mut self, key: &str) -> Option<Revocation> {
-        self.by_key.remove(key)
+    /// Applies the change stored at `revision` under `key` (`None`: the key was deleted),
+    /// unless the key has changed at a later revision already.
+    pub fn apply(&mut self, key: &str, revision: u64, revocation: Option<Revocation>) {
+        if self.by_key.get(key).is_some_and(|s| s.revision >= revision) {
+            return;
+        }
+        let before = self.get(key).is_some();
+        let after = revocation.is_some();
+        self.by_key.insert(
+            key.to_string(),
+            Slot {
+                revision,
+                revocation,
+            },
+        );
+        match (before, after) {
+            (false, true) => self.in_force += 1,
+            (true, false) => self.in_force -= 1,
+            _ => {}
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Revocation> {
-        self.by_key.get(key)
+        self.by_key.get(key).and_then(|s| s.revocation.as_ref())
     }
 
-    /// All of them, newest first.
+    /// All in force, newest first.
     pub fn list(&self) -> Vec<(String, Revocation)> {
         let mut all: Vec<_> = self
             .by_key
             .iter()
-            .map(|(k, r)| (k.clone(), r.clone()))
+            .filter_map(|(k, s)| Some((k.clone(), s.revocation.clone()?)))
             .collect();
         all.sort_by(|a, b| b.1.revoked_at.cmp(&a.1.revoked_at).then(a.0.cmp(&b.0)));
         all
     }
 
+    /// How many are in force.
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.in_force
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.in_force == 0
     }
 }
 
@@ -130,7 +155,14 @@ impl RevokedSet {
 #[derive(Debug, Default, Clone)]
 pub struct Revocations {
     set: Arc<RwLock<RevokedSet>>,
-    bucket: Arc<std::sync::OnceLock<kv::Store>>,
+    bucket: Arc<std::sync::OnceLock<Bucket>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    kv: kv::Store,
+    js: jetstream::Context,
+    name: String,
 }
 
 /// Why a revocation could not be stored or removed.
@@ -161,44 +193,65 @@ impl Revocations {
         let bucket = self.bucket.get().ok_or(RevocationError::NotConnected)?;
         let key = revocation.target.key();
         let value = serde_json::to_vec(&revocation).expect("a revocation serializes");
-        bucket
+        let revision = bucket
+            .kv
             .put(&key, value.into())
             .await
             .map_err(|e| RevocationError::Store(e.to_string()))?;
-        self.apply(&key, Some(revocation));
+        self.apply(&key, revision, Some(revocation));
         Ok(key)
     }
 
-    /// Lifts a revocation everywhere; `None` if there was none under `key`.
+    /// Lifts a revocation everywhere (and here before answering); `None` if there was none
+    /// under `key`.
     pub async fn remove(&self, key: &str) -> Result<Option<Revocation>, RevocationError> {
         let Some(existing) = self.get(key) else {
             return Ok(None);
         };
         let bucket = self.bucket.get().ok_or(RevocationError::NotConnected)?;
-        bucket
-            .delete(key)
+        // A KV delete is a marker message (the protocol `Store::delete` speaks); published
+        // here because its acknowledgement carries the revision, which orders it against
+        // changes the watch brings.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        let ack = bucket
+            .js
+            .publish_with_headers(format!("$KV.{}.{key}", bucket.name), headers, "".into())
+            .await
+            .map_err(|e| RevocationError::Store(e.to_string()))?
             .await
             .map_err(|e| RevocationError::Store(e.to_string()))?;
-        self.apply(key, None);
+        self.apply(key, ack.sequence, None);
         Ok(Some(existing))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, RevokedSet> {
-        // A panic while holding the lock cannot leave the map half-updated (insert and
-        // remove are single calls): keep enforcing what is there.
+        // A panic while holding the lock cannot leave the map half-updated (one insert
+        // and a counter): keep enforcing what is there.
         self.set.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn apply(&self, key: &str, value: Option<Revocation>) {
+    fn apply(&self, key: &str, revision: u64, value: Option<Revocation>) {
         let mut set = self.set.write().unwrap_or_else(|p| p.into_inner());
         match value {
-            Some(revocation) if revocation.target.key() == key => set.insert(revocation),
-            Some(_) => warn!(key, "ignoring a revocation stored under a foreign key"),
-            None => {
-                set.remove(key);
+            Some(revocation) if revocation.target.key() != key => {
+                warn!(key, "ignoring a revocation stored under a foreign key")
             }
+            value => set.apply(key, revision, value),
         }
         metrics::gauge!("eq_token_revocations").set(set.len() as f64);
+    }
+
+    /// Applies one entry of the bucket.
+    fn apply_entry(&self, entry: &kv::Entry) {
+        match entry.operation {
+            kv::Operation::Put => {
+                self.apply(&entry.key, entry.revision, decode(&entry.key, &entry.value))
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                self.apply(&entry.key, entry.revision, None)
+            }
+        }
     }
 }
 
@@ -206,6 +259,9 @@ impl Revocations {
 pub fn bucket_name(prefix: &str) -> String {
     format!("{}_REVOKED", prefix.to_ascii_uppercase())
 }
+
+/// How long loading the list may take before the attempt is retried.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens (or creates) the bucket, loads every revocation into `revocations`, and returns
 /// once they are loaded; a task then follows later changes until `shutdown`.
@@ -230,17 +286,28 @@ pub async fn follow(
             .await?
         }
     };
-    // Watch first, then load: a change made in between arrives through the watch (applying
-    // it twice is harmless), none is missed.
-    let watch = bucket.watch_all().await?;
-    let mut keys = bucket.keys().await?;
-    while let Some(key) = keys.next().await {
-        let key = key?;
-        if let Some(value) = bucket.get(&key).await? {
-            revocations.apply(&key, decode(&key, &value));
-        }
+    // One consumer for the load and what follows: the latest entry of every key, then
+    // every change (read from the stream's leader, never from a lagging replica).
+    let mut watch = bucket.watch_with_history(">").await?;
+    if bucket.status().await?.values() > 0 {
+        tokio::time::timeout(LOAD_TIMEOUT, async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry?;
+                revocations.apply_entry(&entry);
+                if entry.delta == 0 {
+                    return anyhow::Ok(());
+                }
+            }
+            anyhow::bail!("the revocation watch ended while loading")
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("loading the revocation list timed out"))??;
     }
-    let _ = revocations.bucket.set(bucket.clone());
+    let _ = revocations.bucket.set(Bucket {
+        kv: bucket.clone(),
+        js: js.clone(),
+        name,
+    });
     tokio::spawn(follow_changes(bucket, watch, revocations.clone(), shutdown));
     Ok(())
 }
@@ -257,23 +324,16 @@ async fn follow_changes(
             entry = watch.next() => entry,
         };
         match entry {
-            Some(Ok(entry)) => match entry.operation {
-                kv::Operation::Put => {
-                    revocations.apply(&entry.key, decode(&entry.key, &entry.value))
-                }
-                kv::Operation::Delete | kv::Operation::Purge => revocations.apply(&entry.key, None),
-            },
+            Some(Ok(entry)) => revocations.apply_entry(&entry),
             other => {
                 if let Some(Err(error)) = other {
                     warn!(%error, "revocation watch failed; resubscribing");
                 }
-                // Resubscribe with the current values (a missed delete would otherwise
-                // keep refusing a token an admin let in again).
+                // Resubscribe with the latest entry of every key: a change missed meanwhile
+                // arrives then (revisions keep older ones from undoing newer ones).
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 match bucket.watch_with_history(">").await {
-                    Ok(w) => {
-                        watch = w;
-                    }
+                    Ok(w) => watch = w,
                     Err(error) => warn!(%error, "cannot watch the revocation list; retrying"),
                 }
             }
@@ -304,6 +364,7 @@ mod tests {
             limit_key: "sig".into(),
             token_id: token_id.map(str::to_string),
             issued_at,
+            expires_at: u64::MAX / 2,
         }
     }
 
@@ -319,12 +380,13 @@ mod tests {
     #[test]
     fn a_token_revocation_refuses_that_token_only() {
         let mut set = RevokedSet::default();
-        set.insert(revoked(
+        let r = revoked(
             Target::Token {
                 token_id: "t-1".into(),
             },
             1_000,
-        ));
+        );
+        set.apply(&r.target.key(), 1, Some(r.clone()));
         assert!(set.refuses(&caller("olga", Some("t-1"), 5_000)));
         assert!(!set.refuses(&caller("olga", Some("t-2"), 500)));
         assert!(!set.refuses(&caller("olga", None, 500)));
@@ -333,12 +395,13 @@ mod tests {
     #[test]
     fn a_subject_revocation_refuses_tokens_issued_until_then() {
         let mut set = RevokedSet::default();
-        set.insert(revoked(
+        let r = revoked(
             Target::Subject {
                 subject: "tablet 7/line-a".into(),
             },
             1_000,
-        ));
+        );
+        set.apply(&r.target.key(), 1, Some(r.clone()));
         assert!(set.refuses(&caller("tablet 7/line-a", Some("x"), 999)));
         assert!(set.refuses(&caller("tablet 7/line-a", None, 1_000)));
         assert!(!set.refuses(&caller("tablet 7/line-a", None, 1_001)));
@@ -364,7 +427,7 @@ mod tests {
     }
 
     #[test]
-    fn removing_lifts_it_and_the_list_is_newest_first() {
+    fn lifting_removes_it_and_the_list_is_newest_first() {
         let mut set = RevokedSet::default();
         let old = revoked(
             Target::Subject {
@@ -378,14 +441,35 @@ mod tests {
             },
             2,
         );
-        set.insert(old.clone());
-        set.insert(new.clone());
+        set.apply(&old.target.key(), 1, Some(old.clone()));
+        set.apply(&new.target.key(), 2, Some(new.clone()));
         assert_eq!(
             set.list().into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
             vec![new, old.clone()]
         );
-        assert_eq!(set.remove(&old.target.key()), Some(old));
+        set.apply(&old.target.key(), 3, None);
         assert!(!set.refuses(&caller("a", None, 0)));
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn a_change_arriving_late_never_undoes_a_newer_one() {
+        let mut set = RevokedSet::default();
+        let r = revoked(
+            Target::Subject {
+                subject: "olga".into(),
+            },
+            1_000,
+        );
+        let key = r.target.key();
+        // Revision 10 lifted it, 11 revoked it again; the lift is applied last.
+        set.apply(&key, 11, Some(r.clone()));
+        set.apply(&key, 10, None);
+        assert!(set.refuses(&caller("olga", None, 1)));
+        // And the other way round: a lift after a put stays lifted when the put comes back.
+        set.apply(&key, 12, None);
+        set.apply(&key, 11, Some(r));
+        assert!(!set.refuses(&caller("olga", None, 1)));
+        assert_eq!(set.len(), 0);
     }
 }

@@ -61,6 +61,19 @@ pub struct Principal {
     /// The token's `iat` (0 if it has none): a subject's revocation refuses tokens issued
     /// until then.
     pub issued_at: u64,
+    /// The token's `exp` (seconds since the epoch): a live stream ends then.
+    pub expires_at: u64,
+}
+
+impl Principal {
+    /// Whether the token has expired by now (the same leeway as the verifier's).
+    pub fn expired(&self) -> bool {
+        unix_now() > self.expires_at + LEEWAY_SECS
+    }
+}
+
+fn unix_now() -> u64 {
+    chrono::Utc::now().timestamp().max(0) as u64
 }
 
 impl Principal {
@@ -226,7 +239,7 @@ impl TokenKeys {
         valid_for: Duration,
     ) -> anyhow::Result<Issued> {
         check_text("subject", subject, MAX_ACTOR_LEN)?;
-        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let now = unix_now();
         let id = uuid::Uuid::new_v4().to_string();
         let claims = Claims {
             sub: subject.to_string(),
@@ -292,6 +305,11 @@ fn principal(claims: Claims, token: &str) -> Result<Principal, TokenError> {
         .collect::<Result<Vec<_>, _>>()
         .map(Scope)
         .map_err(|e| TokenError::BadClaims(e.to_string()))?;
+    // A token from the future would outlive a revocation of its subject by the issuing
+    // clock's lead.
+    if claims.iat > unix_now() + LEEWAY_SECS {
+        return Err(TokenError::BadClaims("`iat` is in the future".into()));
+    }
     if let Some(jti) = &claims.jti {
         check_text("jti", jti, MAX_ACTOR_LEN).map_err(|e| TokenError::BadClaims(e.to_string()))?;
     }
@@ -303,6 +321,7 @@ fn principal(claims: Claims, token: &str) -> Result<Principal, TokenError> {
         limit_key: signature.to_string(),
         token_id: claims.jti,
         issued_at: claims.iat,
+        expires_at: claims.exp,
     })
 }
 

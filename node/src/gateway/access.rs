@@ -247,8 +247,13 @@ impl AccessApi {
         &self,
         state: Data<&Arc<AppState>>,
         caller: Caller,
-        /// The revocation's `id`.
-        #[oai(validator(min_length = 1, max_length = 300))]
+        /// The revocation's `id` (the kind, a dot, the value in URL-safe base64: up to 691
+        /// characters).
+        #[oai(validator(
+            min_length = 1,
+            max_length = 700,
+            pattern = r"^(subject|token)\.[A-Za-z0-9_-]+$"
+        ))]
         id: Path<String>,
     ) -> Result<LiftAnswer, ApiError> {
         let admin = caller.require(Operation::ManageTokens)?;

@@ -25,7 +25,7 @@ use super::models::LiveEvent;
 use super::problem::ApiError;
 use super::token::{LastEventId, Token};
 use super::{ApiTags, AppState};
-use crate::auth::Operation;
+use crate::auth::{Operation, Principal};
 use crate::live::hub::{LiveFilter, LiveItem, Start};
 
 /// How long a new client waits for a node that just started to read the floor's state.
@@ -130,7 +130,7 @@ impl LiveApi {
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<LastEventId>>,
     ) -> Result<EventStream<BoxStream<'static, LiveFrame>>, ApiError> {
-        caller.caller().require(Operation::Read)?;
+        let who = caller.caller().require(Operation::Read)?.clone();
         let resume = match last_event_id.0.as_ref().map(|id| id.as_str().trim()) {
             None | Some("") => None,
             Some(raw) => Some(super::parse_digits(raw).ok_or_else(|| {
@@ -158,7 +158,11 @@ impl LiveApi {
         });
         let frames = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|frame| (frame, rx))
-        });
+        })
+        // The token was checked when the stream opened; a wall screen stays connected for
+        // days. Once it is revoked or expires the stream ends, and the client's reconnect
+        // gets the 401.
+        .take_until(token_lapses(state.clone(), who, state.sse_heartbeat));
         Ok(EventStream::new(frames.boxed())
             // Keep-alive comments: proxies and clients see that a quiet stream is alive, and
             // a client that vanished is noticed when one cannot be written.
@@ -170,6 +174,17 @@ impl LiveApi {
     #[oai(path = "/", method = "get", hidden)]
     async fn board(&self) -> Html<&'static str> {
         Html(BOARD)
+    }
+}
+
+/// Resolves once `who`'s token is revoked or expired (checked every `every`).
+async fn token_lapses(state: Arc<AppState>, who: Principal, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if who.expired() || state.auth.revocations.refuses(&who) {
+            tracing::info!(subject = %who.subject, "live stream ended: token revoked or expired");
+            return;
+        }
     }
 }
 

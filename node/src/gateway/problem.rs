@@ -64,7 +64,8 @@ pub enum ApiError {
     /// invalid path or header).
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
-    /// No valid bearer token: missing, malformed, forged, expired, or for another audience.
+    /// No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+    /// audience.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
     /// The token's role may not do this, or the machine is outside the token's site/line

@@ -47,13 +47,19 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
 /// Brings the schema up to date. On PostgreSQL several nodes starting at once against a
 /// fresh database would each try the same migrations (and all but one fail and retry):
 /// one transaction holding an advisory lock makes them take turns, and PostgreSQL's
-/// transactional DDL means a node either sees a migration whole or runs it itself.
+/// transactional DDL means a node either sees a migration whole or runs it itself. (So a
+/// migration must not use what cannot run in a transaction, e.g. `CREATE INDEX
+/// CONCURRENTLY`.)
 async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
         // SQLite: one file, one writer at a time anyway.
         return Migrator::up(db, None).await;
     }
     let txn = db.begin().await?;
+    // A node that froze holding the lock must not hang the others: their attempt fails
+    // after this and is retried (with a warning). Migrations themselves take well under it.
+    txn.execute_unprepared("SET LOCAL lock_timeout = '30s'")
+        .await?;
     // An arbitrary key of our own: "EQ-MIGR".
     txn.execute_unprepared("SELECT pg_advisory_xact_lock(4545814897158215)")
         .await?;

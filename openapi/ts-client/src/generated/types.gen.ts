@@ -593,7 +593,8 @@ export type ListEquipmentErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -665,7 +666,8 @@ export type RegisterEquipmentErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -746,7 +748,8 @@ export type DecommissionEquipmentErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -817,7 +820,8 @@ export type GetEquipmentErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -895,7 +899,8 @@ export type UpdateEquipmentErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -976,7 +981,8 @@ export type SetStatusErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1064,7 +1070,8 @@ export type GetHistoryErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1141,7 +1148,8 @@ export type GetTimeInStateErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1212,7 +1220,8 @@ export type ListStopsErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1295,7 +1304,8 @@ export type CorrectStopReasonErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1375,7 +1385,8 @@ export type GetAvailabilityReportErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1452,7 +1463,8 @@ export type GetDowntimeReportErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1537,7 +1549,8 @@ export type WatchLiveErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1603,7 +1616,8 @@ export type GetClusterErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1669,7 +1683,8 @@ export type DrainNodeErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1736,7 +1751,8 @@ export type ListRevocationsErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1802,7 +1818,8 @@ export type RevokeTokensErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
@@ -1861,7 +1878,8 @@ export type LiftRevocationData = {
     body?: never;
     path: {
         /**
-         * The revocation's `id`.
+         * The revocation's `id` (the kind, a dot, the value in URL-safe base64: up to 691
+         * characters).
          */
         id: string;
     };
@@ -1876,7 +1894,8 @@ export type LiftRevocationErrors = {
      */
     400: Problem;
     /**
-     * No valid bearer token: missing, malformed, forged, expired, or for another audience.
+     * No valid bearer token: missing, malformed, forged, expired, revoked, or for another
+     * audience.
      */
     401: Problem;
     /**
