@@ -622,6 +622,14 @@ async fn set_status_as(node: &NodeProcess, token: &str) -> (u16, Value) {
     (answer.status, answer.body)
 }
 
+async fn revoke(admin: &ApiClient, body: Value) -> eq_tests::client::Answer {
+    let url = admin.url("/v1/admin/revocations");
+    admin
+        .send(admin.http().post(url).json(&body))
+        .await
+        .unwrap()
+}
+
 async fn refused_as_revoked(node: &NodeProcess, token: &str) -> bool {
     let (status, body) = set_status_as(node, token).await;
     status == 401 && body["code"] == "token_revoked"
@@ -689,15 +697,11 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     let refusals_before = admin
         .metric_sum("eq_auth_refusals_total", "code=\"token_revoked\"")
         .await;
-    let answer = admin
-        .send(
-            admin
-                .http()
-                .post(&revocations)
-                .json(&json!({"kind": "subject", "value": "olga", "reason": "tablet lost"})),
-        )
-        .await
-        .unwrap();
+    let answer = revoke(
+        &admin,
+        json!({"kind": "subject", "value": "olga", "reason": "tablet lost"}),
+    )
+    .await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
     assert_eq!(
         (&answer.body["kind"], &answer.body["value"]),
@@ -746,15 +750,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     assert_eq!(set_status_as(&b, &olga_new).await.0, 200);
 
     // One token alone, by its id: the other token of the same subject keeps working.
-    let answer = admin
-        .send(
-            admin
-                .http()
-                .post(&revocations)
-                .json(&json!({"kind": "token", "value": olga_new_id})),
-        )
-        .await
-        .unwrap();
+    let answer = revoke(&admin, json!({"kind": "token", "value": olga_new_id})).await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
     assert_eq!(answer.body["value"], olga_new_id.as_str());
     let token_revocation = answer.body["id"].as_str().unwrap().to_string();
@@ -809,15 +805,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
         })
         .await;
     }
-    let answer = admin
-        .send(
-            admin
-                .http()
-                .post(&revocations)
-                .json(&json!({"kind": "subject", "value": "otto"})),
-        )
-        .await
-        .unwrap();
+    let answer = revoke(&admin, json!({"kind": "subject", "value": "otto"})).await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
     wait_for(
         "node b refusing otto after the restart",
@@ -831,15 +819,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
 
     // The longest subject, in letters of four bytes: its id is still one DELETE takes.
     let long = "𝔉".repeat(128);
-    let answer = admin
-        .send(
-            admin
-                .http()
-                .post(&revocations)
-                .json(&json!({"kind": "subject", "value": long})),
-        )
-        .await
-        .unwrap();
+    let answer = revoke(&admin, json!({"kind": "subject", "value": long})).await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
     let id = answer.body["id"].as_str().unwrap().to_string();
     let answer = admin.send(lift(&id)).await.unwrap();
