@@ -500,6 +500,13 @@ async fn forged_expired_and_missing_tokens_get_401_and_change_nothing() {
             "{path}"
         );
     }
+    // The spec served is the one checked in (and the generated clients are built from).
+    let served = http.get(admin.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(
+        served.text().await.unwrap(),
+        eq_node::gateway::spec_json(),
+        "GET /openapi.json"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ fn checked_in_spec_matches_the_code() {
     let path = eq_tests::workspace_root().join("openapi/openapi.json");
     let generated = eq_node::gateway::spec_json();
     if std::env::var("EQ_UPDATE_OPENAPI").is_ok() {
-        std::fs::write(&path, &generated).unwrap();
+        std::fs::write(&path, generated).unwrap();
     }
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
@@ -18,7 +18,7 @@ fn checked_in_spec_matches_the_code() {
 
 #[test]
 fn every_operation_documents_its_errors_as_problems() {
-    let spec: serde_json::Value = serde_json::from_str(&eq_node::gateway::spec_json()).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(eq_node::gateway::spec_json()).unwrap();
     let paths = spec["paths"].as_object().unwrap();
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {

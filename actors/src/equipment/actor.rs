@@ -207,13 +207,9 @@ impl EquipmentActorState {
                     duplicate: true,
                 })
             }
-            Decision::AlreadyApplied => match current {
-                Some(equipment) => Ok(Outcome {
-                    equipment,
-                    duplicate: true,
-                }),
-                None => Err(CommandError::Rejected(Rejection::NotFound)),
-            },
+            // A redelivery is a replay; a change of nothing is a plain answer.
+            Decision::AlreadyApplied => current_state(current, true),
+            Decision::Unchanged => current_state(current, false),
             Decision::Append(event) => {
                 match self.ctx.store.append(&event, last_seq).await {
                     Ok(appended) if !appended.duplicate => {
@@ -261,5 +257,16 @@ impl EquipmentActorState {
             .await
             .map(|e| e.state)
             .map_err(|e| CommandError::Unavailable(e.to_string()))
+    }
+}
+
+/// The answer of a command that writes nothing: the machine as it is.
+fn current_state(current: Option<Equipment>, duplicate: bool) -> Result<Outcome, CommandError> {
+    match current {
+        Some(equipment) => Ok(Outcome {
+            equipment,
+            duplicate,
+        }),
+        None => Err(CommandError::Rejected(Rejection::NotFound)),
     }
 }

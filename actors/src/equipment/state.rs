@@ -327,8 +327,6 @@ pub enum Rejection {
     VersionMismatch { expected: Version, current: Version },
     #[error("a red status at this site requires a reason")]
     ReasonRequired,
-    #[error("the update changes nothing")]
-    EmptyUpdate,
     #[error("idempotency key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("no past stop begins at version {0}")]
@@ -348,7 +346,6 @@ impl Rejection {
             Rejection::Decommissioned => "decommissioned",
             Rejection::VersionMismatch { .. } => "version_mismatch",
             Rejection::ReasonRequired => "reason_required",
-            Rejection::EmptyUpdate => "empty_update",
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
             Rejection::NoSuchStop(_) => "no_such_stop",
             Rejection::AlertNotDue => "alert_not_due",
@@ -394,6 +391,9 @@ pub enum Decision {
     /// A durable device message at or below the machine's ingest high-water mark: it was
     /// applied before (a redelivery). Answer with the current state.
     AlreadyApplied,
+    /// The command changes nothing (an update that sets no field, like a JSON merge patch
+    /// `{}`): answer with the current state, write nothing.
+    Unchanged,
 }
 
 /// Decides what a command does to a state, without side effects.
@@ -468,7 +468,7 @@ pub fn decide(
         (_, Some(e)) if e.decommissioned => return Err(Rejection::Decommissioned),
         (Action::UpdateMetadata(patch), Some(e)) => {
             if patch.is_empty() {
-                return Err(Rejection::EmptyUpdate);
+                return Ok(Decision::Unchanged);
             }
             let mut next = e.clone();
             if let Some(name) = &patch.name {

@@ -50,7 +50,7 @@ fn set_status(status: Status) -> Command {
 fn step(state: EquipmentState, cmd: &Command, at: DateTime<Utc>) -> EquipmentState {
     match decide(&state, cmd, at, &Rules::default()).expect("accepted") {
         Decision::Append(event) => apply(state, &event, event.version.0 * 10),
-        Decision::Duplicate { .. } | Decision::AlreadyApplied => state,
+        Decision::Duplicate { .. } | Decision::AlreadyApplied | Decision::Unchanged => state,
     }
 }
 
@@ -244,15 +244,16 @@ fn rejects_red_without_reason_where_the_site_requires_one() {
 }
 
 #[test]
-fn rejects_an_empty_metadata_update() {
-    assert_eq!(
-        rejection(
+fn an_empty_metadata_update_changes_nothing() {
+    assert!(matches!(
+        decide(
             &registered(),
             &command(Action::UpdateMetadata(MetadataPatch::default())),
+            now(),
             &Rules::default()
         ),
-        Rejection::EmptyUpdate
-    );
+        Ok(Decision::Unchanged)
+    ));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use poem_openapi::{
 };
 
 use super::auth::Caller;
-use super::models::{EquipmentPage, EquipmentPatch, EquipmentView, RegisterEquipment, Status};
+use super::models::{EquipmentPage, EquipmentView, RegisterEquipment, Status, UpdateEquipment};
 use super::problem::ApiError;
 use super::token::{IdempotencyKey, IfMatch, Token};
 use super::{ApiTags, AppState, CommandAnswer, api_command, etag, parse_id};
@@ -150,7 +150,9 @@ impl EquipmentApi {
 
     /// Update an equipment's metadata
     ///
-    /// Changes name, description, site, line or tags; absent fields stay as they are.
+    /// Changes name, description, site, line or tags; absent fields stay as they are, and a
+    /// body that sets none changes nothing (the answer is the current state, no new
+    /// version).
     /// Needs the `supervisor` role; moving a machine needs a scope covering both its old
     /// and its new line.
     #[oai(
@@ -163,7 +165,7 @@ impl EquipmentApi {
         state: Data<&Arc<AppState>>,
         caller: Caller,
         id: Path<Token>,
-        body: Json<EquipmentPatch>,
+        body: Json<UpdateEquipment>,
         /// The version (`ETag`) this change is based on; 412 if it is no longer current.
         #[oai(name = "If-Match")]
         if_match: Header<Option<IfMatch>>,
@@ -173,7 +175,7 @@ impl EquipmentApi {
     ) -> Result<CommandResult, ApiError> {
         let who = caller.require(Operation::Update)?;
         let id = parse_id(id.0.into_inner())?;
-        let action = Action::UpdateMetadata(body.0.0.into_domain()?);
+        let action = Action::UpdateMetadata(body.0.into_domain()?);
         let command = api_command(id, action, who, if_match.0, idempotency_key.0)?;
         Ok(state.execute(command).await?.into())
     }

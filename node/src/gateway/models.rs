@@ -7,12 +7,8 @@ use eq_actors::domain::{
     ReasonCode, Site,
 };
 use eq_actors::equipment::{Equipment, MetadataPatch, Registration, StatusChange};
-use std::borrow::Cow;
 
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
-use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object};
-use serde_json::Value;
 
 use super::token::{Name, Tag, Text, Token};
 
@@ -218,7 +214,8 @@ impl RegisterEquipment {
     }
 }
 
-/// Changes an equipment's metadata; absent (or null) fields stay as they are.
+/// Changes an equipment's metadata; absent (or null) fields stay as they are (a body that
+/// sets none changes nothing).
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct UpdateEquipment {
@@ -272,78 +269,6 @@ impl UpdateEquipment {
             line: self.line.map(|t| Line::parse(t.into_inner())).transpose()?,
             tags,
         })
-    }
-}
-
-/// The body of `PATCH /v1/equipment/{id}`: an [`UpdateEquipment`] that sets at least one
-/// field (`anyOf`: one field present and not null), since an update that changes nothing is
-/// refused (422 `empty_update`).
-#[derive(Debug, Clone)]
-pub struct EquipmentPatch(pub UpdateEquipment);
-
-impl EquipmentPatch {
-    /// The fields of [`UpdateEquipment`] and their JSON types (a test keeps them in step).
-    pub const FIELDS: [(&'static str, &'static str); 5] = [
-        ("name", "string"),
-        ("description", "string"),
-        ("site", "string"),
-        ("line", "string"),
-        ("tags", "array"),
-    ];
-}
-
-impl Type for EquipmentPatch {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "EquipmentPatch".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let one_of_the_fields = Self::FIELDS
-            .iter()
-            .map(|&(field, ty)| {
-                MetaSchemaRef::Inline(Box::new(MetaSchema {
-                    required: vec![field],
-                    // Present and not null (a null field is absent).
-                    properties: vec![(field, MetaSchemaRef::Inline(Box::new(MetaSchema::new(ty))))],
-                    ..MetaSchema::ANY
-                }))
-            })
-            .collect();
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            all_of: vec![UpdateEquipment::schema_ref()],
-            any_of: one_of_the_fields,
-            ..MetaSchema::ANY
-        }))
-    }
-
-    fn register(registry: &mut Registry) {
-        UpdateEquipment::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
-
-impl ParseFromJSON for EquipmentPatch {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        UpdateEquipment::parse_from_json(value)
-            .map(EquipmentPatch)
-            .map_err(ParseError::propagate)
-    }
-}
-
-impl ToJSON for EquipmentPatch {
-    fn to_json(&self) -> Option<Value> {
-        self.0.to_json()
     }
 }
 
@@ -511,26 +436,5 @@ impl LiveEvent {
             equipment: None,
             previous_status: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_patch_requires_one_of_the_update_fields() {
-        let mut registry = Registry::new();
-        UpdateEquipment::register(&mut registry);
-        let schema = &registry.schemas["UpdateEquipment"];
-        let fields: Vec<(&str, &str)> = schema
-            .properties
-            .iter()
-            .map(|(name, field)| match field {
-                MetaSchemaRef::Inline(field) => (*name, field.ty),
-                MetaSchemaRef::Reference(_) => (*name, "$ref"),
-            })
-            .collect();
-        assert_eq!(fields, EquipmentPatch::FIELDS);
     }
 }

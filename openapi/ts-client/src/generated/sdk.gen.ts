@@ -75,7 +75,9 @@ export const getEquipment = <ThrowOnError extends boolean = false>(options: Opti
 /**
  * Update an equipment's metadata
  *
- * Changes name, description, site, line or tags; absent fields stay as they are.
+ * Changes name, description, site, line or tags; absent fields stay as they are, and a
+ * body that sets none changes nothing (the answer is the current state, no new
+ * version).
  * Needs the `supervisor` role; moving a machine needs a scope covering both its old
  * and its new line.
  */

@@ -147,7 +147,7 @@ export type EquipmentView = {
     /**
      * Where the last change came from.
      */
-    source: Source & unknown;
+    source: Source;
     /**
      * When the current status began (server clock).
      */
@@ -227,7 +227,7 @@ export type HistoryEntry = {
     version: number;
     kind: EventKind;
     status: Status;
-    previous_status?: (Status & unknown) | null;
+    previous_status?: Status | null;
     reason?: string | null;
     note?: string | null;
     updated_by: string;
@@ -281,15 +281,15 @@ export type LiveEvent = {
     /**
      * What happened (null on `ready`).
      */
-    kind?: (EventKind & unknown) | null;
+    kind?: EventKind | null;
     /**
      * The machine's full state after the event (null on `ready`).
      */
-    equipment?: (EquipmentView & unknown) | null;
+    equipment?: EquipmentView | null;
     /**
      * The status before this event, for status changes.
      */
-    previous_status?: (Status & unknown) | null;
+    previous_status?: Status | null;
 };
 
 /**
@@ -386,7 +386,7 @@ export type RegisterEquipment = {
     /**
      * Initial status (default `yellow`: registered, not yet reporting; null: the default).
      */
-    status?: (Status & unknown) | null;
+    status?: Status | null;
 };
 
 /**
@@ -553,7 +553,8 @@ export type TimeInState = {
 /**
  * UpdateEquipment
  *
- * Changes an equipment's metadata; absent (or null) fields stay as they are.
+ * Changes an equipment's metadata; absent (or null) fields stay as they are (a body that
+ * sets none changes nothing).
  */
 export type UpdateEquipment = {
     name?: string | null;
