@@ -39,6 +39,20 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A tool a test runs: the path in `env_var` if set, else `default` under the workspace;
+/// panics, naming the script that installs it, if it is not there.
+pub fn installed_tool(env_var: &str, default: &str, install_script: &str) -> PathBuf {
+    let path = std::env::var(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(default));
+    assert!(
+        path.exists(),
+        "{} not found: run {install_script} (or set {env_var})",
+        path.display()
+    );
+    path
+}
+
 /// Polls `check` until it yields `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -71,17 +71,11 @@ checks.use_after_free.enabled = false
 "#;
 
 fn schemathesis_binary() -> PathBuf {
-    let path = std::env::var("EQ_SCHEMATHESIS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            eq_tests::workspace_root().join(".tools/schemathesis/bin/schemathesis")
-        });
-    assert!(
-        path.exists(),
-        "{} not found: run scripts/install-schemathesis.sh (or set EQ_SCHEMATHESIS)",
-        path.display()
-    );
-    path
+    eq_tests::installed_tool(
+        "EQ_SCHEMATHESIS",
+        ".tools/schemathesis/bin/schemathesis",
+        "scripts/install-schemathesis.sh",
+    )
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
