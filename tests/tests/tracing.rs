@@ -1,9 +1,18 @@
 //! One trace per command, across processes: a tablet's `traceparent` goes through a
 //! gateway-only node, over NATS to the node that owns the machine, into the event stored in
 //! JetStream, and to the history consumer; the JSON log lines on the way carry the node,
-//! the equipment id, the shard and the trace id as fields.
+//! the equipment id, the shard and the trace id as fields; and with `--otlp-endpoint` the
+//! spans of both nodes reach an OTLP/gRPC receiver as one trace.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 
 use eq_tests::postgres::DbKind;
 use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
@@ -145,4 +154,152 @@ async fn a_device_message_starts_a_trace_that_reaches_the_event() {
     assert_eq!(parts.len(), 4, "a W3C traceparent: {header:?}");
     assert_eq!(parts[1].len(), 32);
     assert_ne!(parts[1], "0".repeat(32));
+}
+
+/// One exported span: the node that sent it, its trace, its id, its parent and its name.
+#[derive(Debug, Clone)]
+struct ReceivedSpan {
+    node: String,
+    trace_id: String,
+    span_id: String,
+    parent_id: String,
+    name: String,
+}
+
+/// The receiving end of OTLP/gRPC trace export (what a collector such as the OpenTelemetry
+/// Collector, Jaeger or Tempo listens with on 4317): keeps what nodes send.
+#[derive(Default, Clone)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let attributes = resource_spans
+                .resource
+                .map(|r| r.attributes)
+                .unwrap_or_default();
+            let attribute = |key: &str| {
+                attributes
+                    .iter()
+                    .find(|a| a.key == key)
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(
+                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                s,
+                            ),
+                        ) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default()
+            };
+            assert_eq!(attribute("service.name"), "equipment-live");
+            let node = attribute("service.instance.id");
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(ReceivedSpan {
+                        node: node.clone(),
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_id: hex(&span.parent_span_id),
+                        name: span.name,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test]
+async fn both_nodes_export_the_spans_of_one_command_as_one_trace_over_otlp() {
+    let receiver = Receiver::default();
+    let port = eq_tests::free_port();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve(([127, 0, 0, 1], port).into()),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let exporting = |id: &str| {
+        NodeOptions::new(nats.url(), db.url.clone())
+            .env_var("EQ_NODE_ID", id)
+            .arg("--otlp-endpoint", &endpoint)
+            // Export batches every 200 ms rather than every 5 s.
+            .env_var("OTEL_BSP_SCHEDULE_DELAY", 200)
+    };
+    let _owner = NodeProcess::start(exporting("owner-1")).await;
+    let gateway = NodeProcess::start(
+        exporting("gateway-1")
+            .arg("--host-shards", false)
+            .arg("--history", false),
+    )
+    .await;
+    let client = gateway.client();
+    assert_eq!(
+        client.register("press-1", "plant-a", "line-1").await.status,
+        201
+    );
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let tablet_span = format!("{:016x}", rand::random::<u64>() | 1);
+    let response = client
+        .http()
+        .put(client.url("/v1/equipment/press-1/status"))
+        .header("traceparent", format!("00-{trace_id}-{tablet_span}-01"))
+        .json(&json!({"status": "red", "reason": "jam"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The gateway's request span, the owner's command span and the history's span, in the
+    // tablet's trace.
+    let spans = wait_for(
+        "the command's spans at the receiver",
+        Duration::from_secs(30),
+        || {
+            let spans: Vec<ReceivedSpan> = receiver
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.trace_id == trace_id)
+                .cloned()
+                .collect();
+            let has =
+                |node: &str, name: &str| spans.iter().any(|s| s.node == node && s.name == name);
+            // One tree (parents end, and are exported, after their children: wait for them):
+            // every span's parent is the tablet's span or a span of this trace.
+            let ids: Vec<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+            let connected = spans
+                .iter()
+                .all(|s| s.parent_id == tablet_span || ids.contains(&s.parent_id.as_str()));
+            let complete = has("gateway-1", "http.request")
+                && has("owner-1", "equipment.command")
+                && has("owner-1", "history.record")
+                && connected;
+            async move { complete.then_some(spans) }
+        },
+    )
+    .await;
+    // The tablet's span is the parent of the gateway's request, and of nothing else.
+    let roots: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.parent_id == tablet_span)
+        .collect();
+    assert!(
+        roots.len() == 1 && roots[0].node == "gateway-1" && roots[0].name == "http.request",
+        "{spans:#?}"
+    );
+    server.abort();
 }

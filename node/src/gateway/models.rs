@@ -162,12 +162,16 @@ pub struct RegisterEquipment {
     pub id: Token,
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: Name,
-    #[oai(default, validator(max_length = 2000))]
-    pub description: Text,
+    // Optional rather than a `default` in the schema: some generators (openapi-typescript)
+    // make a property with a default required in request bodies.
+    /// At most 2,000 characters (absent or null: empty).
+    #[oai(nullable, validator(max_length = 2000))]
+    pub description: Option<Text>,
     pub site: Token,
     pub line: Token,
-    #[oai(default, validator(max_items = 32))]
-    pub tags: Vec<Tag>,
+    /// At most 32 (absent or null: none).
+    #[oai(nullable, validator(max_items = 32))]
+    pub tags: Option<Vec<Tag>>,
     /// Initial status (default `yellow`: registered, not yet reporting; null: the default).
     #[oai(nullable)]
     pub status: Option<Status>,
@@ -178,10 +182,10 @@ impl poem_openapi::types::Example for RegisterEquipment {
         RegisterEquipment {
             id: Token("brick-press-1".into()),
             name: Name("Brick press 1".into()),
-            description: Text("Hydraulic brick press".into()),
+            description: Some(Text("Hydraulic brick press".into())),
             site: Token("brickworks".into()),
             line: Token("line-1".into()),
-            tags: vec![Tag("press".into())],
+            tags: Some(vec![Tag("press".into())]),
             status: Some(Status::Yellow),
         }
     }
@@ -196,9 +200,14 @@ impl RegisterEquipment {
         if name.trim().is_empty() {
             return Err(InvalidField::new("name", "must not be blank"));
         }
-        let description = self.description.into_inner();
+        let description = self.description.map(Text::into_inner).unwrap_or_default();
         domain::check_text("description", &description, MAX_DESCRIPTION_LEN)?;
-        let tags: Vec<String> = self.tags.into_iter().map(Tag::into_inner).collect();
+        let tags: Vec<String> = self
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .map(Tag::into_inner)
+            .collect();
         domain::check_tags(&tags)?;
         Ok((
             id,

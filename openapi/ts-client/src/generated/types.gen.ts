@@ -379,10 +379,16 @@ export type RegisterEquipment = {
      */
     id: string;
     name: string;
-    description?: string;
+    /**
+     * At most 2,000 characters (absent or null: empty).
+     */
+    description?: string | null;
     site: string;
     line: string;
-    tags?: Array<string>;
+    /**
+     * At most 32 (absent or null: none).
+     */
+    tags?: Array<string> | null;
     /**
      * Initial status (default `yellow`: registered, not yet reporting; null: the default).
      */
