@@ -15,7 +15,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 
 use eq_tests::postgres::DbKind;
-use eq_tests::{NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for};
+use eq_tests::{
+    ApiClient, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase, wait_for,
+};
 use serde_json::{Value, json};
 
 /// The `traceparent` header of the last event stored for `subject`.
@@ -44,6 +46,27 @@ fn log_lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
+/// A tablet registers `press-1` and sets it red inside a trace of its own (sampled):
+/// the trace id, the tablet's span id, and the answer.
+async fn tablet_sets_press_red(client: &ApiClient) -> (String, String, reqwest::Response) {
+    assert_eq!(
+        client.register("press-1", "plant-a", "line-1").await.status,
+        201
+    );
+    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
+    let tablet_span = format!("{:016x}", rand::random::<u64>() | 1);
+    let response = client
+        .http()
+        .put(client.url("/v1/equipment/press-1/status"))
+        .header("traceparent", format!("00-{trace_id}-{tablet_span}-01"))
+        .json(&json!({"status": "red", "reason": "jam"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    (trace_id, tablet_span, response)
+}
+
 #[tokio::test]
 async fn a_command_keeps_one_trace_from_http_through_the_owner_to_the_history() {
     let nats = NatsServer::start(NatsOptions::default());
@@ -67,22 +90,7 @@ async fn a_command_keeps_one_trace_from_http_through_the_owner_to_the_history() 
     )
     .await;
     let client = gateway.client();
-    assert_eq!(
-        client.register("press-1", "plant-a", "line-1").await.status,
-        201
-    );
-
-    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
-    let traceparent = format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1);
-    let response = client
-        .http()
-        .put(client.url("/v1/equipment/press-1/status"))
-        .header("traceparent", &traceparent)
-        .json(&json!({"status": "red", "reason": "jam"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (trace_id, _, response) = tablet_sets_press_red(&client).await;
     let answered = response
         .headers()
         .get("x-trace-id")
@@ -245,22 +253,7 @@ async fn both_nodes_export_the_spans_of_one_command_as_one_trace_over_otlp() {
             .arg("--history", false),
     )
     .await;
-    let client = gateway.client();
-    assert_eq!(
-        client.register("press-1", "plant-a", "line-1").await.status,
-        201
-    );
-    let trace_id = format!("{:032x}", rand::random::<u128>() | 1);
-    let tablet_span = format!("{:016x}", rand::random::<u64>() | 1);
-    let response = client
-        .http()
-        .put(client.url("/v1/equipment/press-1/status"))
-        .header("traceparent", format!("00-{trace_id}-{tablet_span}-01"))
-        .json(&json!({"status": "red", "reason": "jam"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (trace_id, tablet_span, _) = tablet_sets_press_red(&gateway.client()).await;
 
     // The gateway's request span, the owner's command span and the history's span, in the
     // tablet's trace.
