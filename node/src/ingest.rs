@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::devices;
 
 /// Most messages applied per chunk.
@@ -175,7 +176,7 @@ impl IngestWorkers {
     }
 
     async fn run(self: Arc<Self>, shard: ShardId, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut mine: Option<String> = None;
         while !stop.is_cancelled() {
             // A shard released behind the cluster's back (a fenced stale owner) must not
@@ -206,21 +207,24 @@ impl IngestWorkers {
                 Err(error) => Err(error),
             };
             match result {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => backoff.succeeded(),
                 Err(error) => {
                     // A consumer deleted under us is a hand-off (the next owner took over),
-                    // not a fault.
+                    // not a fault; so are the first errors of a streak (the previous owner's
+                    // consumer not gone yet, a stream leader being elected).
+                    let retry = backoff.failed();
                     if error.is::<TakenOver>() {
                         debug!(shard = %shard, "ingest consumer taken over");
+                    } else if retry.loud {
+                        warn!(shard = %shard, error = format!("{error:#}"), "durable ingest paused again; resuming in order");
                     } else {
-                        warn!(shard = %shard, %error, "durable ingest paused; resuming in order");
+                        debug!(shard = %shard, error = format!("{error:#}"), "durable ingest paused; resuming in order");
                     }
                     metrics::counter!("eq_ingest_resets_total").increment(1);
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(retry.after) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! configuration. [`run`] is the entry point that `main.rs` and in-process tests call.
 
 pub mod auth;
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod credentials;

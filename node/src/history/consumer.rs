@@ -22,6 +22,8 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
+
 /// Largest number of events written in one transaction.
 pub const MAX_BATCH: usize = 500;
 
@@ -32,18 +34,28 @@ pub async fn run(
     db: DatabaseConnection,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
         match consume(&js, &subjects, &db, &shutdown).await {
             Ok(()) => return,
             Err(error) => {
-                warn!(%error, "history consumer interrupted; restarting");
+                let retry = backoff.failed();
+                if retry.loud {
+                    warn!(
+                        error = format!("{error:#}"),
+                        "history consumer interrupted again; restarting"
+                    );
+                } else {
+                    debug!(
+                        error = format!("{error:#}"),
+                        "history consumer interrupted; restarting"
+                    );
+                }
                 metrics::counter!("eq_history_consumer_restarts_total").increment(1);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(retry.after) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
