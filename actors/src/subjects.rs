@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 
 use crate::domain::{EquipmentId, Line, ShardId, Site};
@@ -168,6 +169,29 @@ impl Subjects {
         format!("{}.shard.{}.cmd", self.prefix, shard)
     }
 
+    /// `EQ_REVOKED`: the KV bucket of revoked API tokens.
+    pub fn revocations_bucket(&self) -> String {
+        format!("{}_REVOKED", self.prefix.to_ascii_uppercase())
+    }
+
+    /// `$KV.EQ_REVOKED.<key>`: where a change of one revocation is published (the KV
+    /// protocol; a delete is a message with the header `KV-Operation: DEL`).
+    pub fn revocation_key(&self, key: &str) -> String {
+        format!("$KV.{}.{key}", self.revocations_bucket())
+    }
+
+    /// Configuration of the `EQ_REVOKED` bucket: the latest entry per key, kept until
+    /// lifted.
+    pub fn revocations_bucket_config(&self, replicas: usize) -> kv::Config {
+        kv::Config {
+            bucket: self.revocations_bucket(),
+            description: "Equipment Live: revoked API tokens".into(),
+            history: 1,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        }
+    }
+
     /// Configuration of the `EQ_EVENTS` stream: every event kept (the history can always be
     /// rebuilt), file storage, dedupe window for `Nats-Msg-Id`, direct get for fast reads.
     pub fn events_stream_config(&self, replicas: usize) -> stream::Config {
@@ -238,6 +262,8 @@ mod tests {
             Some("press-1")
         );
         assert_eq!(s.device_status(&id), "eq.device.press-1.status");
+        assert_eq!(s.revocations_bucket(), "EQ_REVOKED");
+        assert_eq!(s.revocation_key("token.YQ"), "$KV.EQ_REVOKED.token.YQ");
         assert_eq!(
             s.id_from_device_subject("eq.device.press-1.status"),
             Some("press-1")

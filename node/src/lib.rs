@@ -125,7 +125,7 @@ where
         retry_until_up("token revocation list", &shutdown, || {
             auth::revocations::follow(
                 &js,
-                &config.prefix,
+                &subjects,
                 config.replicas,
                 &auth.revocations,
                 membership.clone(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use eq_actors::subjects::Subjects;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -162,7 +163,7 @@ pub struct Revocations {
 struct Bucket {
     kv: kv::Store,
     js: jetstream::Context,
-    name: String,
+    subjects: Subjects,
 }
 
 /// Why a revocation could not be stored or removed.
@@ -216,7 +217,7 @@ impl Revocations {
         headers.insert("KV-Operation", "DEL");
         let ack = bucket
             .js
-            .publish_with_headers(format!("$KV.{}.{key}", bucket.name), headers, "".into())
+            .publish_with_headers(bucket.subjects.revocation_key(key), headers, "".into())
             .await
             .map_err(|e| RevocationError::Store(e.to_string()))?
             .await
@@ -255,11 +256,6 @@ impl Revocations {
     }
 }
 
-/// The bucket's name for a subject prefix (`eq` → `EQ_REVOKED`).
-pub fn bucket_name(prefix: &str) -> String {
-    format!("{}_REVOKED", prefix.to_ascii_uppercase())
-}
-
 /// How long loading the list may take before the attempt is retried.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -267,23 +263,16 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// once they are loaded; a task then follows later changes until `shutdown`.
 pub async fn follow(
     js: &jetstream::Context,
-    prefix: &str,
+    subjects: &Subjects,
     replicas: usize,
     revocations: &Revocations,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let name = bucket_name(prefix);
-    let bucket = match js.get_key_value(&name).await {
+    let bucket = match js.get_key_value(subjects.revocations_bucket()).await {
         Ok(bucket) => bucket,
         Err(_) => {
-            js.create_key_value(kv::Config {
-                bucket: name.clone(),
-                description: "Equipment Live: revoked API tokens".into(),
-                history: 1,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
-            .await?
+            js.create_key_value(subjects.revocations_bucket_config(replicas))
+                .await?
         }
     };
     // One consumer for the load and what follows: the latest entry of every key, then
@@ -306,7 +295,7 @@ pub async fn follow(
     let _ = revocations.bucket.set(Bucket {
         kv: bucket.clone(),
         js: js.clone(),
-        name,
+        subjects: subjects.clone(),
     });
     tokio::spawn(follow_changes(bucket, watch, revocations.clone(), shutdown));
     Ok(())
