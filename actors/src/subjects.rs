@@ -169,9 +169,33 @@ impl Subjects {
         format!("{}.shard.{}.cmd", self.prefix, shard)
     }
 
+    /// `EQ_<WHAT>`: a KV bucket of the system (`NODES`, `LEADER`, `CLUSTER`, `REVOKED`).
+    pub fn bucket(&self, what: &str) -> String {
+        format!("{}_{what}", self.prefix.to_ascii_uppercase())
+    }
+
+    /// Configuration of the KV bucket `EQ_<WHAT>`: the latest entry per key, each kept for
+    /// `max_age` (zero: until deleted).
+    pub fn bucket_config(
+        &self,
+        what: &str,
+        description: &str,
+        max_age: Duration,
+        replicas: usize,
+    ) -> kv::Config {
+        kv::Config {
+            bucket: self.bucket(what),
+            description: format!("Equipment Live: {description}"),
+            history: 1,
+            max_age,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        }
+    }
+
     /// `EQ_REVOKED`: the KV bucket of revoked API tokens.
     pub fn revocations_bucket(&self) -> String {
-        format!("{}_REVOKED", self.prefix.to_ascii_uppercase())
+        self.bucket("REVOKED")
     }
 
     /// `$KV.EQ_REVOKED.<key>`: where a change of one revocation is published (the KV
@@ -180,16 +204,9 @@ impl Subjects {
         format!("$KV.{}.{key}", self.revocations_bucket())
     }
 
-    /// Configuration of the `EQ_REVOKED` bucket: the latest entry per key, kept until
-    /// lifted.
+    /// Configuration of the `EQ_REVOKED` bucket: kept until lifted.
     pub fn revocations_bucket_config(&self, replicas: usize) -> kv::Config {
-        kv::Config {
-            bucket: self.revocations_bucket(),
-            description: "Equipment Live: revoked API tokens".into(),
-            history: 1,
-            num_replicas: replicas.max(1),
-            ..Default::default()
-        }
+        self.bucket_config("REVOKED", "revoked API tokens", Duration::ZERO, replicas)
     }
 
     /// Configuration of the `EQ_EVENTS` stream: every event kept (the history can always be

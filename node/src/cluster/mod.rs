@@ -76,10 +76,6 @@ pub struct Cluster {
     applied: AtomicBool,
 }
 
-fn bucket_name(subjects: &Subjects, what: &str) -> String {
-    format!("{}_{what}", subjects.prefix().to_ascii_uppercase())
-}
-
 async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
     match js.get_key_value(config.bucket.clone()).await {
         Ok(store) => Ok(store),
@@ -98,13 +94,8 @@ impl Cluster {
         replicas: usize,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let bucket = |what: &str, description: &str, max_age: Duration| kv::Config {
-            bucket: bucket_name(&subjects, what),
-            description: format!("Equipment Live: {description}"),
-            history: 1,
-            max_age,
-            num_replicas: replicas.max(1),
-            ..Default::default()
+        let bucket = |what: &str, description: &str, max_age: Duration| {
+            subjects.bucket_config(what, description, max_age, replicas)
         };
         let nodes = open_bucket(&js, bucket("NODES", "live nodes (heartbeats)", NODE_TTL)).await?;
         let lease = open_bucket(&js, bucket("LEADER", "the leader's lease", NODE_TTL)).await?;
