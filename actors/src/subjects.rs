@@ -164,6 +164,12 @@ impl Subjects {
         format!("{}.live.>", self.prefix)
     }
 
+    /// `eq.admin.drain`: drain requests naming a node (the payload is its id); every node
+    /// listens, the named one answers.
+    pub fn node_drain(&self) -> String {
+        format!("{}.admin.drain", self.prefix)
+    }
+
     /// `eq.shard.<n>.cmd`: commands for a shard, subscribed by its owner only.
     pub fn shard_commands(&self, shard: ShardId) -> String {
         format!("{}.shard.{}.cmd", self.prefix, shard)

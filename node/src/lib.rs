@@ -145,6 +145,14 @@ where
         )
     })
     .await?;
+    // `POST /v1/admin/nodes/<this node>/drain` taken by another gateway arrives here.
+    tokio::spawn(cluster::drain::listen(
+        client.clone(),
+        subjects.clone(),
+        node_id.clone(),
+        shutdown.clone(),
+        membership.clone(),
+    ));
     let router = Arc::new(cluster::router::Router::new(
         shards.clone(),
         Some(cluster.clone()),

@@ -272,20 +272,28 @@ async fn each_role_may_do_what_its_role_and_scope_allow_and_nothing_else() {
     }
 
     // The drain needs an admin scoped everywhere (last: it stops the node).
+    let cluster = admin
+        .send(admin.http().get(admin.url("/v1/cluster")))
+        .await
+        .unwrap();
+    let drain_path = format!(
+        "/v1/admin/nodes/{}/drain",
+        cluster.body["node"].as_str().unwrap()
+    );
     for (who, token) in &callers {
         if *who == "admin-all" {
             continue;
         }
         let client = ApiClient::with_token(f.node.base_url(), token);
         let answer = client
-            .send(client.http().post(client.url("/v1/admin/drain")))
+            .send(client.http().post(client.url(&drain_path)))
             .await
             .unwrap();
         assert_eq!(answer.status, 403, "{who}");
     }
     assert!(admin.ready().await, "refused drains leave the node up");
     let answer = admin
-        .send(admin.http().post(admin.url("/v1/admin/drain")))
+        .send(admin.http().post(admin.url(&drain_path)))
         .await
         .unwrap();
     assert_eq!(answer.status, 202);

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use eq_tests::load::{Load, verify_history};
 use eq_tests::postgres::DbKind;
-use eq_tests::{ApiClient, NatsCluster, NodeOptions, NodeProcess, TestDatabase, wait_for};
+use eq_tests::{
+    ApiClient, NatsCluster, NatsOptions, NatsServer, NodeOptions, NodeProcess, TestDatabase,
+    wait_for,
+};
 
 /// Waits until `client`'s node sees `nodes` shard hosts owning every shard, evenly.
 async fn wait_balanced(client: &ApiClient, nodes: usize) {
@@ -222,4 +225,46 @@ async fn soak_kill_a_node_every_few_seconds() {
     let report = c.load.stop().await;
     assert_no_failures(&report);
     verify_history(&c.nodes[0].client(), &c.ids, &report).await;
+}
+
+/// An operator drains a node by name through whichever gateway the load balancer picks: the
+/// request is forwarded, the named node hands its shards over and exits by itself; a name no
+/// live node has is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_naming_another_node_is_forwarded_and_that_node_exits() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let db = TestDatabase::new(DbKind::Sqlite).await;
+    let a = NodeProcess::start(
+        NodeOptions::new(nats.url(), db.url.clone()).env_var("EQ_NODE_ID", "node-a"),
+    )
+    .await;
+    let mut b = NodeProcess::start(
+        NodeOptions::new(nats.url(), db.url.clone())
+            .env_var("EQ_NODE_ID", "node-b")
+            .arg("--history", false),
+    )
+    .await;
+    let admin = a.client();
+    wait_balanced(&admin, 2).await;
+    let drain = |node: &str| {
+        admin
+            .http()
+            .post(admin.url(&format!("/v1/admin/nodes/{node}/drain")))
+    };
+
+    let answer = admin.send(drain("node-z")).await.unwrap();
+    assert_eq!(answer.status, 404, "{:?}", answer.body);
+    assert_eq!(answer.body["code"], "node_not_found");
+
+    let answer = admin.send(drain("node-b")).await.unwrap();
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let status = wait_for("node-b exiting by itself", Duration::from_secs(45), || {
+        let status = b.try_exit_status();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "node-b exited with {status}");
+    // node-a took every shard and still answers.
+    wait_balanced(&admin, 1).await;
+    assert!(admin.ready().await);
 }

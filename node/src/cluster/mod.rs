@@ -11,6 +11,7 @@
 //!   owner that has not noticed yet cannot write: JetStream fences its appends.
 
 pub mod assignment;
+pub mod drain;
 pub mod router;
 
 use std::collections::BTreeSet;

@@ -1,5 +1,5 @@
 //! `Cluster` operations: who is in the cluster, who leads, which node owns which shard; and
-//! the admin drain.
+//! draining a node by name.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -7,13 +7,14 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 
 use super::auth::Caller;
 use super::problem::ApiError;
 use super::{ApiTags, AppState};
 use crate::auth::Operation;
+use crate::cluster::drain;
 
 /// A node of the cluster.
 #[derive(Debug, Clone, Object)]
@@ -145,19 +146,43 @@ impl ClusterApi {
         })))
     }
 
-    /// Drain this node
+    /// Drain a node
     ///
-    /// Same as SIGTERM: the node stops taking new shards, hands its shards to other nodes,
-    /// finishes in-flight commands, then exits. `/readyz` turns false at once.
-    #[oai(path = "/v1/admin/drain", method = "post", operation_id = "drainNode")]
+    /// The node named by its `id` (as listed by `GET /v1/cluster`; whichever gateway takes
+    /// the request forwards it) does what SIGTERM does: it stops taking new shards, hands
+    /// its shards to other nodes, finishes in-flight commands, then exits; its `/readyz`
+    /// turns false at once. 404 if no live node has this id; 503 if it did not answer.
+    #[oai(
+        path = "/v1/admin/nodes/:node/drain",
+        method = "post",
+        operation_id = "drainNode"
+    )]
     async fn drain(
         &self,
         state: Data<&Arc<AppState>>,
         caller: Caller,
+        /// The node's `id`.
+        #[oai(validator(min_length = 1, max_length = 200))]
+        node: Path<String>,
     ) -> Result<DrainAnswer, ApiError> {
-        caller.require(Operation::Drain)?;
-        tracing::info!(by = %caller.0.subject, "drain requested over HTTP");
-        state.shutdown.cancel();
+        let admin = caller.require(Operation::Drain)?;
+        let node = node.0;
+        if node == state.node_id {
+            tracing::info!(by = %admin.subject, "drain requested over HTTP");
+            state.shutdown.cancel();
+            return Ok(DrainAnswer::Accepted);
+        }
+        let view = state.cluster.view().await;
+        if !view.nodes.iter().any(|n| n.id == node) {
+            return Err(ApiError::not_found_as(
+                "node_not_found",
+                format!("no live node `{node}` (GET /v1/cluster lists them)"),
+            ));
+        }
+        drain::request(&state.nats, state.store.subjects(), &node)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        tracing::info!(%node, by = %admin.subject, "drain of another node requested over HTTP");
         Ok(DrainAnswer::Accepted)
     }
 }

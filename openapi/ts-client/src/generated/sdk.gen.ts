@@ -230,14 +230,16 @@ export const getCluster = <ThrowOnError extends boolean = false>(options?: Optio
 });
 
 /**
- * Drain this node
+ * Drain a node
  *
- * Same as SIGTERM: the node stops taking new shards, hands its shards to other nodes,
- * finishes in-flight commands, then exits. `/readyz` turns false at once.
+ * The node named by its `id` (as listed by `GET /v1/cluster`; whichever gateway takes
+ * the request forwards it) does what SIGTERM does: it stops taking new shards, hands
+ * its shards to other nodes, finishes in-flight commands, then exits; its `/readyz`
+ * turns false at once. 404 if no live node has this id; 503 if it did not answer.
  */
-export const drainNode = <ThrowOnError extends boolean = false>(options?: Options<DrainNodeData, ThrowOnError>) => (options?.client ?? client).post<DrainNodeResponses, DrainNodeErrors, ThrowOnError>({
+export const drainNode = <ThrowOnError extends boolean = false>(options: Options<DrainNodeData, ThrowOnError>) => (options.client ?? client).post<DrainNodeResponses, DrainNodeErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }],
-    url: '/v1/admin/drain',
+    url: '/v1/admin/nodes/{node}/drain',
     ...options
 });
 

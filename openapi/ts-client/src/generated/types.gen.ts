@@ -1678,9 +1678,14 @@ export type GetClusterResponse = GetClusterResponses[keyof GetClusterResponses];
 
 export type DrainNodeData = {
     body?: never;
-    path?: never;
+    path: {
+        /**
+         * The node's `id`.
+         */
+        node: string;
+    };
     query?: never;
-    url: '/v1/admin/drain';
+    url: '/v1/admin/nodes/{node}/drain';
 };
 
 export type DrainNodeErrors = {
