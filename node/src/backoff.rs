@@ -4,12 +4,14 @@
 //! ops should not be paged by their logs for it; the same consumer failing again and again
 //! is news.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Failures in a row logged at debug before they become warnings.
 const QUIET_FAILURES: u32 = 3;
-/// A failure this long after the previous one starts a new streak.
-const STREAK_GAP: Duration = Duration::from_secs(30);
+/// An attempt that ran this long before it failed was healthy: its failure starts a new
+/// streak. (Not the time between failures: a consumer that loses its heartbeat fails every
+/// 10–30 s for ever, and must warn.)
+const HEALTHY_RUN: Duration = Duration::from_secs(120);
 
 /// Exponential backoff that knows how long the current streak of failures is.
 #[derive(Debug)]
@@ -18,7 +20,6 @@ pub struct Backoff {
     max: Duration,
     delay: Duration,
     streak: u32,
-    last_failure: Option<Instant>,
 }
 
 /// What to do after a failure.
@@ -37,19 +38,14 @@ impl Backoff {
             max,
             delay: initial,
             streak: 0,
-            last_failure: None,
         }
     }
 
-    /// Records a failure at `now`.
-    pub fn failed_at(&mut self, now: Instant) -> Retry {
-        if self
-            .last_failure
-            .is_some_and(|last| now.duration_since(last) > STREAK_GAP)
-        {
+    /// Records the failure of an attempt that ran for `ran_for`.
+    pub fn failed_after(&mut self, ran_for: Duration) -> Retry {
+        if ran_for >= HEALTHY_RUN {
             self.succeeded();
         }
-        self.last_failure = Some(now);
         self.streak += 1;
         let after = self.delay;
         self.delay = (self.delay * 2).min(self.max);
@@ -59,11 +55,8 @@ impl Backoff {
         }
     }
 
-    pub fn failed(&mut self) -> Retry {
-        self.failed_at(Instant::now())
-    }
-
-    /// Work went through: the next failure starts a new streak.
+    /// Work went through (a batch written, a chunk applied): the next failure starts a new
+    /// streak.
     pub fn succeeded(&mut self) {
         self.delay = self.initial;
         self.streak = 0;
@@ -74,13 +67,12 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    const BRIEF: Duration = Duration::from_secs(30);
+
     #[test]
     fn a_streak_grows_the_delay_and_turns_loud_after_three() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let t = Instant::now();
-        let retries: Vec<Retry> = (0..6)
-            .map(|i| b.failed_at(t + Duration::from_millis(i)))
-            .collect();
+        let retries: Vec<Retry> = (0..6).map(|_| b.failed_after(BRIEF)).collect();
         let delays: Vec<u128> = retries.iter().map(|r| r.after.as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
         let loud: Vec<bool> = retries.iter().map(|r| r.loud).collect();
@@ -88,25 +80,20 @@ mod tests {
     }
 
     #[test]
-    fn success_or_a_long_quiet_time_starts_a_new_streak() {
+    fn progress_or_a_long_healthy_run_starts_a_new_streak() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let t = Instant::now();
-        for i in 0..5 {
-            b.failed_at(t + Duration::from_millis(i));
+        for _ in 0..5 {
+            b.failed_after(BRIEF);
         }
         b.succeeded();
-        assert_eq!(
-            b.failed_at(t + Duration::from_millis(10)),
-            Retry {
-                after: Duration::from_millis(100),
-                loud: false
-            }
-        );
-        for i in 0..5 {
-            b.failed_at(t + Duration::from_millis(20 + i));
+        let quiet = Retry {
+            after: Duration::from_millis(100),
+            loud: false,
+        };
+        assert_eq!(b.failed_after(BRIEF), quiet);
+        for _ in 0..5 {
+            b.failed_after(BRIEF);
         }
-        let later = b.failed_at(t + Duration::from_secs(60));
-        assert_eq!(later.after, Duration::from_millis(100));
-        assert!(!later.loud);
+        assert_eq!(b.failed_after(Duration::from_secs(600)), quiet);
     }
 }

@@ -187,10 +187,12 @@ impl IngestWorkers {
             } else {
                 Ok(None)
             };
+            let started = std::time::Instant::now();
             let result = match taken {
                 Ok(Some((consumer, epoch))) => {
                     mine = consumer.cached_info().config.durable_name.clone();
-                    self.consume(shard, consumer, epoch, &stop).await
+                    self.consume(shard, consumer, epoch, &stop, &mut backoff)
+                        .await
                 }
                 Ok(None) => {
                     // Another node's worker holds this shard's consumer (it owned the shard
@@ -212,7 +214,7 @@ impl IngestWorkers {
                     // A consumer deleted under us is a hand-off (the next owner took over),
                     // not a fault; so are the first errors of a streak (the previous owner's
                     // consumer not gone yet, a stream leader being elected).
-                    let retry = backoff.failed();
+                    let retry = backoff.failed_after(started.elapsed());
                     if error.is::<TakenOver>() {
                         debug!(shard = %shard, "ingest consumer taken over");
                     } else if retry.loud {
@@ -294,6 +296,7 @@ impl IngestWorkers {
         consumer: jetstream::consumer::Consumer<pull::Config>,
         epoch: i64,
         stop: &CancellationToken,
+        backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         let mut messages = consumer.messages().await?.ready_chunks(CHUNK);
         loop {
@@ -318,8 +321,12 @@ impl IngestWorkers {
                 metrics::gauge!("eq_ingest_pending", "shard" => shard.to_string())
                     .set(info.pending as f64);
             }
+            let applied_any = !delivered.is_empty();
             if let Some(error) = self.apply_chunk(shard, epoch, delivered).await {
                 return Err(anyhow::anyhow!("message kept for a retry: {error}"));
+            }
+            if applied_any {
+                backoff.succeeded();
             }
             if let Some(error) = failure {
                 return Err(error);

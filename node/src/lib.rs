@@ -133,6 +133,9 @@ where
         })
         .await?;
     }
+    let drain_requests = cluster::drain::subscribe(&client, &subjects)
+        .await
+        .context("subscribing to drain requests")?;
     let cluster = retry_until_up("cluster membership", &shutdown, || {
         cluster::Cluster::start(
             js.clone(),
@@ -148,7 +151,7 @@ where
     // `POST /v1/admin/nodes/<this node>/drain` taken by another gateway arrives here.
     tokio::spawn(cluster::drain::listen(
         client.clone(),
-        subjects.clone(),
+        drain_requests,
         node_id.clone(),
         shutdown.clone(),
         membership.clone(),

@@ -327,6 +327,10 @@ pub enum Rejection {
     VersionMismatch { expected: Version, current: Version },
     #[error("a red status at this site requires a reason")]
     ReasonRequired,
+    /// Only from owners of an earlier version (an empty update is now a no-op), during a
+    /// roll-out: kept so that their answers still decode.
+    #[error("the update changes nothing")]
+    EmptyUpdate,
     #[error("idempotency key was already used for a different request")]
     IdempotencyKeyReused,
     #[error("no past stop begins at version {0}")]
@@ -346,6 +350,7 @@ impl Rejection {
             Rejection::Decommissioned => "decommissioned",
             Rejection::VersionMismatch { .. } => "version_mismatch",
             Rejection::ReasonRequired => "reason_required",
+            Rejection::EmptyUpdate => "empty_update",
             Rejection::IdempotencyKeyReused => "idempotency_key_reused",
             Rejection::NoSuchStop(_) => "no_such_stop",
             Rejection::AlertNotDue => "alert_not_due",

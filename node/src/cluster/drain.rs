@@ -23,28 +23,33 @@ pub enum DrainError {
     NoAnswer(String),
 }
 
+/// Subscribes to drain requests; done before the node joins the cluster, so that a request
+/// forwarded as soon as others see it is heard.
+pub async fn subscribe(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    client.subscribe(subjects.node_drain()).await
+}
+
 /// Answers drain requests naming `node_id` by cancelling `shutdown` (what SIGTERM does),
 /// until `stop`.
 pub async fn listen(
     client: async_nats::Client,
-    subjects: Subjects,
+    mut requests: async_nats::Subscriber,
     node_id: String,
     shutdown: CancellationToken,
     stop: CancellationToken,
 ) {
-    let mut requests = match client.subscribe(subjects.node_drain()).await {
-        Ok(s) => s,
-        Err(error) => {
-            warn!(%error, "cannot listen for drain requests; SIGTERM still drains");
-            return;
-        }
-    };
     loop {
         let request = tokio::select! {
             _ = stop.cancelled() => return,
             request = requests.next() => match request {
                 Some(r) => r,
-                None => return,
+                None => {
+                    warn!("drain requests no longer heard; SIGTERM still drains");
+                    return;
+                }
             },
         };
         if request.payload.as_ref() != node_id.as_bytes() {

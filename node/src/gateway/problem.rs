@@ -219,7 +219,9 @@ impl From<CommandError> for ApiError {
                 | Rejection::Decommissioned
                 | Rejection::IdempotencyKeyReused => ApiError::Conflict(problem(409)),
                 Rejection::VersionMismatch { .. } => ApiError::PreconditionFailed(problem(412)),
-                Rejection::ReasonRequired => ApiError::Unprocessable(problem(422)),
+                Rejection::ReasonRequired | Rejection::EmptyUpdate => {
+                    ApiError::Unprocessable(problem(422))
+                }
                 Rejection::OutOfScope => ApiError::Forbidden(problem(403)),
             },
             CommandError::Fenced

@@ -36,10 +36,11 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
-        match consume(&js, &subjects, &db, &shutdown).await {
+        let started = std::time::Instant::now();
+        match consume(&js, &subjects, &db, &shutdown, &mut backoff).await {
             Ok(()) => return,
             Err(error) => {
-                let retry = backoff.failed();
+                let retry = backoff.failed_after(started.elapsed());
                 if retry.loud {
                     warn!(
                         error = format!("{error:#}"),
@@ -84,6 +85,7 @@ async fn consume(
     subjects: &Subjects,
     db: &DatabaseConnection,
     shutdown: &CancellationToken,
+    backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(subjects.events_stream()).await?;
     let consumer: PullConsumer = stream
@@ -156,6 +158,7 @@ async fn consume(
                 .map_err(|e| anyhow::anyhow!("ack failed: {e}"))?;
         }
         metrics::counter!("eq_history_events_written_total").increment(events.len() as u64);
+        backoff.succeeded();
         for span in recorded {
             debug!(parent: &span, "event recorded in the history");
         }
