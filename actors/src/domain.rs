@@ -82,6 +82,15 @@ pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), In
     Ok(())
 }
 
+/// Checks a name-like field: bounded free text with something in it besides white space.
+pub fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), InvalidField> {
+    check_text(field, value, max)?;
+    if value.trim().is_empty() {
+        return Err(InvalidField::new(field, "must not be blank"));
+    }
+    Ok(())
+}
+
 macro_rules! token_newtype {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*

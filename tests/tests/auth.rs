@@ -645,6 +645,15 @@ async fn revoke(admin: &ApiClient, body: Value) -> eq_tests::client::Answer {
         .unwrap()
 }
 
+/// Waits until `node` refuses `token` as revoked (revocations reach other nodes within
+/// moments).
+async fn wait_until_revoked(node: &NodeProcess, token: &str, what: &str) {
+    wait_for(what, Duration::from_secs(10), || async move {
+        refused_as_revoked(node, token).await.then_some(())
+    })
+    .await;
+}
+
 async fn refused_as_revoked(node: &NodeProcess, token: &str) -> bool {
     let (status, body) = set_status_as(node, token).await;
     status == 401 && body["code"] == "token_revoked"
@@ -726,15 +735,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     let subject_revocation = answer.body["id"].as_str().unwrap().to_string();
     // The node that took it refuses at once; the other within moments.
     assert!(refused_as_revoked(&f.node, &olga_lost_tablet).await);
-    wait_for(
-        "node b refusing the revoked token",
-        Duration::from_secs(10),
-        || {
-            let (b, token) = (&b, &olga_lost_tablet);
-            async move { refused_as_revoked(b, token).await.then_some(()) }
-        },
-    )
-    .await;
+    wait_until_revoked(&b, &olga_lost_tablet, "node b refusing the revoked token").await;
     assert!(
         admin
             .metric_sum("eq_auth_refusals_total", "code=\"token_revoked\"")
@@ -769,15 +770,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     assert_eq!(answer.status, 201, "{:?}", answer.body);
     assert_eq!(answer.body["value"], olga_new_id.as_str());
     let token_revocation = answer.body["id"].as_str().unwrap().to_string();
-    wait_for(
-        "node b refusing the one token",
-        Duration::from_secs(10),
-        || {
-            let (b, token) = (&b, &olga_new);
-            async move { refused_as_revoked(b, token).await.then_some(()) }
-        },
-    )
-    .await;
+    wait_until_revoked(&b, &olga_new, "node b refusing the one token").await;
     assert_eq!(set_status_as(&b, &olga_spare).await.0, 200);
 
     let list = admin.send(admin.http().get(&revocations)).await.unwrap();
@@ -822,15 +815,7 @@ async fn a_revoked_token_is_refused_on_every_node_until_the_revocation_is_lifted
     }
     let answer = revoke(&admin, json!({"kind": "subject", "value": "otto"})).await;
     assert_eq!(answer.status, 201, "{:?}", answer.body);
-    wait_for(
-        "node b refusing otto after the restart",
-        Duration::from_secs(10),
-        || {
-            let (b, token) = (&b, &otto);
-            async move { refused_as_revoked(b, token).await.then_some(()) }
-        },
-    )
-    .await;
+    wait_until_revoked(&b, &otto, "node b refusing otto after the restart").await;
 
     // The longest subject, in letters of four bytes: its id is still one DELETE takes.
     let long = "𝔉".repeat(128);

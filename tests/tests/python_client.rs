@@ -38,23 +38,28 @@ async fn run(mut command: Command) -> Output {
     output
 }
 
-/// Every operation id of the spec, as the generator names its modules (snake case).
-fn operation_modules(spec: &serde_json::Value) -> Vec<String> {
-    let mut names = Vec::new();
+/// A name as the generator turns it into a module name (`getEquipment` → `get_equipment`,
+/// `EquipmentView` → `equipment_view`).
+fn snake_case(name: &str) -> String {
+    let mut snake = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
+}
+
+/// Every operation id of the spec.
+fn operation_ids(spec: &serde_json::Value) -> Vec<String> {
+    let mut ids = Vec::new();
     for operations in spec["paths"].as_object().unwrap().values() {
         for operation in operations.as_object().unwrap().values() {
-            let id = operation["operationId"].as_str().unwrap();
-            let mut snake = String::new();
-            for c in id.chars() {
-                if c.is_ascii_uppercase() {
-                    snake.push('_');
-                }
-                snake.push(c.to_ascii_lowercase());
-            }
-            names.push(snake);
+            ids.push(operation["operationId"].as_str().unwrap().to_string());
         }
     }
-    names
+    ids
 }
 
 fn python_files(dir: &Path) -> Vec<String> {
@@ -108,19 +113,16 @@ async fn a_python_client_generated_from_the_spec_works_against_a_real_node() {
         serde_json::from_str(&std::fs::read_to_string(root.join("openapi/openapi.json")).unwrap())
             .unwrap();
     let modules = python_files(&package.join("api"));
-    for operation in operation_modules(&spec) {
-        assert!(modules.contains(&operation), "no module for {operation}");
+    for operation in operation_ids(&spec) {
+        let module = snake_case(&operation);
+        assert!(modules.contains(&module), "no module for {operation}");
     }
     let models = python_files(&package.join("models"));
     for schema in spec["components"]["schemas"].as_object().unwrap().keys() {
-        let mut snake = String::new();
-        for (i, c) in schema.chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 {
-                snake.push('_');
-            }
-            snake.push(c.to_ascii_lowercase());
-        }
-        assert!(models.contains(&snake), "no model for {schema}");
+        assert!(
+            models.contains(&snake_case(schema)),
+            "no model for {schema}"
+        );
     }
 
     // A tablet written against it, against a real node.

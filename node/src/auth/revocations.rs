@@ -268,13 +268,8 @@ pub async fn follow(
     revocations: &Revocations,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let bucket = match js.get_key_value(subjects.revocations_bucket()).await {
-        Ok(bucket) => bucket,
-        Err(_) => {
-            js.create_key_value(subjects.revocations_bucket_config(replicas))
-                .await?
-        }
-    };
+    let bucket =
+        crate::cluster::open_bucket(js, subjects.revocations_bucket_config(replicas)).await?;
     // One consumer for the load and what follows: the latest entry of every key, then
     // every change (read from the stream's leader, never from a lagging replica).
     let mut watch = bucket.watch_with_history(">").await?;
@@ -320,7 +315,10 @@ async fn follow_changes(
                 }
                 // Resubscribe with the latest entry of every key: a change missed meanwhile
                 // arrives then (revisions keep older ones from undoing newer ones).
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
                 match bucket.watch_with_history(">").await {
                     Ok(w) => watch = w,
                     Err(error) => warn!(%error, "cannot watch the revocation list; retrying"),

@@ -65,18 +65,16 @@ pub struct Principal {
     pub expires_at: u64,
 }
 
-impl Principal {
-    /// Whether the token has expired by now (the same leeway as the verifier's).
-    pub fn expired(&self) -> bool {
-        unix_now() > self.expires_at + LEEWAY_SECS
-    }
-}
-
 fn unix_now() -> u64 {
     chrono::Utc::now().timestamp().max(0) as u64
 }
 
 impl Principal {
+    /// Whether the token has expired by now (the same leeway as the verifier's).
+    pub fn expired(&self) -> bool {
+        unix_now() > self.expires_at + LEEWAY_SECS
+    }
+
     /// The scope a command carries to the owning actor (`None`: unrestricted).
     pub fn command_scope(&self) -> Option<Scope> {
         (!self.scope.is_everywhere()).then(|| self.scope.clone())

@@ -77,7 +77,8 @@ pub struct Cluster {
     applied: AtomicBool,
 }
 
-async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
+/// The KV bucket `config` names, created with that config if it does not exist yet.
+pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
     match js.get_key_value(config.bucket.clone()).await {
         Ok(store) => Ok(store),
         Err(_) => Ok(js.create_key_value(config).await?),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use eq_actors::domain::{check_name, check_text};
 use poem::web::Data;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
@@ -145,6 +146,7 @@ fn unavailable(error: RevocationError) -> ApiError {
 }
 
 /// Operations of this tag (state comes from the request's data).
+#[derive(Default)]
 pub struct AccessApi;
 
 #[OpenApi(tag = "ApiTags::Access")]
@@ -196,20 +198,12 @@ impl AccessApi {
             value,
             reason,
         } = body.0;
-        // What the spec's pattern and lengths describe, checked as tokens are checked.
+        // What the spec's pattern and lengths describe, checked as token subjects are.
         let value = value.into_inner();
-        eq_actors::domain::check_text("value", &value, MAX_TARGET_LEN)
-            .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))?;
-        if value.trim().is_empty() {
-            return Err(ApiError::unprocessable(
-                "invalid_field",
-                "value: must not be blank",
-            ));
-        }
+        check_name("value", &value, MAX_TARGET_LEN)?;
         let reason = reason.map(Text::into_inner);
         if let Some(reason) = &reason {
-            eq_actors::domain::check_text("reason", reason, MAX_REASON_LEN)
-                .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()))?;
+            check_text("reason", reason, MAX_REASON_LEN)?;
         }
         let target = match kind {
             RevocationKind::Subject => Target::Subject { subject: value },

@@ -232,6 +232,7 @@ pub enum DowntimeAnswer {
 }
 
 /// Operations of this tag.
+#[derive(Default)]
 pub struct AnalyticsApi;
 
 #[OpenApi(tag = "ApiTags::Analytics")]

@@ -107,6 +107,7 @@ pub enum DrainAnswer {
 }
 
 /// Operations of this tag (state comes from the request's data).
+#[derive(Default)]
 pub struct ClusterApi;
 
 #[OpenApi(tag = "ApiTags::Cluster")]

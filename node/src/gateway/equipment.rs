@@ -45,6 +45,7 @@ pub enum ManyEquipment {
 }
 
 /// Operations of this tag (state comes from the request's data).
+#[derive(Default)]
 pub struct EquipmentApi;
 
 #[OpenApi(tag = "ApiTags::Equipment")]

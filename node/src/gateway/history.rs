@@ -27,6 +27,7 @@ pub enum History {
 }
 
 /// Operations of this tag (state comes from the request's data).
+#[derive(Default)]
 pub struct HistoryApi;
 
 #[OpenApi(tag = "ApiTags::History")]

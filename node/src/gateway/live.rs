@@ -103,6 +103,7 @@ impl ToJSON for LiveFrame {
 }
 
 /// Operations of this tag.
+#[derive(Default)]
 pub struct LiveApi;
 
 #[OpenApi(tag = "ApiTags::Live")]
@@ -162,7 +163,7 @@ impl LiveApi {
         // The token was checked when the stream opened; a wall screen stays connected for
         // days. Once it is revoked or expires the stream ends, and the client's reconnect
         // gets the 401.
-        .take_until(token_lapses(state.clone(), who, state.sse_heartbeat));
+        .take_until(token_lapses(state.clone(), who));
         Ok(EventStream::new(frames.boxed())
             // Keep-alive comments: proxies and clients see that a quiet stream is alive, and
             // a client that vanished is noticed when one cannot be written.
@@ -177,10 +178,10 @@ impl LiveApi {
     }
 }
 
-/// Resolves once `who`'s token is revoked or expired (checked every `every`).
-async fn token_lapses(state: Arc<AppState>, who: Principal, every: Duration) {
+/// Resolves once `who`'s token is revoked or expired (checked at every keep-alive).
+async fn token_lapses(state: Arc<AppState>, who: Principal) {
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(state.sse_heartbeat).await;
         if who.expired() || state.auth.revocations.refuses(&who) {
             tracing::info!(subject = %who.subject, "live stream ended: token revoked or expired");
             return;

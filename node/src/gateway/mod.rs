@@ -243,20 +243,7 @@ pub type Apis = (
 
 /// The OpenAPI service (also used to write `openapi/openapi.json`).
 pub fn api_service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (
-            equipment::EquipmentApi,
-            status::StatusApi,
-            history::HistoryApi,
-            analytics::AnalyticsApi,
-            live::LiveApi,
-            cluster::ClusterApi,
-            access::AccessApi,
-        ),
-        "Equipment Live",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
+    OpenApiService::new(Apis::default(), "Equipment Live", env!("CARGO_PKG_VERSION")).description(
         "Live status (green / yellow / red) of every machine on a factory floor, with its \
          full history. Errors are `application/problem+json` (RFC 9457).",
     )

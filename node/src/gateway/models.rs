@@ -196,10 +196,7 @@ impl RegisterEquipment {
     pub fn into_domain(self) -> Result<(EquipmentId, Registration), InvalidField> {
         let id = EquipmentId::parse(self.id.into_inner())?;
         let name = self.name.into_inner();
-        domain::check_text("name", &name, MAX_NAME_LEN)?;
-        if name.trim().is_empty() {
-            return Err(InvalidField::new("name", "must not be blank"));
-        }
+        domain::check_name("name", &name, MAX_NAME_LEN)?;
         let description = self.description.map(Text::into_inner).unwrap_or_default();
         domain::check_text("description", &description, MAX_DESCRIPTION_LEN)?;
         let tags: Vec<String> = self
@@ -256,10 +253,7 @@ impl UpdateEquipment {
     pub fn into_domain(self) -> Result<MetadataPatch, InvalidField> {
         let name = self.name.map(Name::into_inner);
         if let Some(name) = &name {
-            domain::check_text("name", name, MAX_NAME_LEN)?;
-            if name.trim().is_empty() {
-                return Err(InvalidField::new("name", "must not be blank"));
-            }
+            domain::check_name("name", name, MAX_NAME_LEN)?;
         }
         let description = self.description.map(Text::into_inner);
         if let Some(description) = &description {

@@ -19,6 +19,7 @@ use super::{ApiTags, AppState, api_command, parse_id};
 use crate::auth::Operation;
 
 /// Operations of this tag (state comes from the request's data).
+#[derive(Default)]
 pub struct StatusApi;
 
 #[OpenApi(tag = "ApiTags::Status")]
